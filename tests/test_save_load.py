@@ -1,0 +1,86 @@
+"""Checkpoints: safetensors + config + code, loadable where `foveated_vlm` was never imported."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from tiny import tiny_batch, tiny_config
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+
+from foveated_vlm import FoveatedVLMConfig, FoveatedVLMForConditionalGeneration
+
+
+@pytest.mark.parametrize("vision_type, k", [("dinov3_vit", 1), ("dinov2", 2)])
+def test_save_and_load_gives_identical_outputs(tmp_path, vision_type, k):
+    config = tiny_config(vision_type, tokens_per_frame=k)
+    model = FoveatedVLMForConditionalGeneration(config).eval()
+    batch = tiny_batch(config)
+    model.save_pretrained(tmp_path)
+    for loader in (FoveatedVLMForConditionalGeneration, AutoModel, AutoModelForImageTextToText):
+        loaded = loader.from_pretrained(tmp_path).eval()
+        assert isinstance(loaded, FoveatedVLMForConditionalGeneration)
+        a, b = model(**batch), loaded(**batch)
+        for name in ("loss", "logits", "predicted_latents", "queries"):
+            torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=0, atol=0, msg=name)
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.language_model.embed_tokens.weight.data_ptr()
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), FoveatedVLMConfig)
+
+
+def test_checkpoint_carries_its_code(tmp_path):
+    FoveatedVLMForConditionalGeneration(tiny_config()).save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"model.safetensors", "config.json", "modeling_foveated.py", "configuration_foveated.py"} <= files
+    assert {"encoder_foveated.py", "predictor_foveated.py"} <= files
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map == {
+        "AutoConfig": "configuration_foveated.FoveatedVLMConfig",
+        "AutoModel": "modeling_foveated.FoveatedVLMForConditionalGeneration",
+    }
+
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import sys, torch
+
+    class NoFoveatedVLM:  # this Python has never seen the package: importing it fails
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "foveated_vlm":
+                raise ImportError("foveated_vlm is blocked in this process")
+
+    sys.meta_path.insert(0, NoFoveatedVLM())
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+    assert not any(m.split(".")[0] == "foveated_vlm" for m in sys.modules), "the package was imported"
+    batch = torch.load(sys.argv[2])
+    with torch.no_grad():
+        out = model(**batch)
+    torch.save({"logits": out.logits, "predicted_latents": out.predicted_latents, "queries": out.queries,
+                "loss": out.loss, "module": type(model).__module__}, sys.argv[3])
+    """
+)
+
+
+def test_fresh_process_loads_with_trust_remote_code(tmp_path):
+    config = tiny_config(tokens_per_frame=2)
+    model = FoveatedVLMForConditionalGeneration(config).eval()
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    batch = tiny_batch(config)
+    torch.save(batch, tmp_path / "batch.pt")
+    script = tmp_path / "load.py"
+    script.write_text(FRESH_PROCESS)
+    subprocess.run(
+        [sys.executable, str(script), str(checkpoint), str(tmp_path / "batch.pt"), str(tmp_path / "out.pt")],
+        check=True,
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
+    )
+    result = torch.load(tmp_path / "out.pt")
+    assert result["module"].startswith("transformers_modules.")
+    with torch.no_grad():
+        expected = model(**batch)
+    for name in ("logits", "predicted_latents", "queries", "loss"):
+        torch.testing.assert_close(result[name], getattr(expected, name), rtol=0, atol=0, msg=name)

@@ -1,0 +1,92 @@
+"""Tiny configurations and inputs shared by the tests (hidden 32, 2 layers, 32 px frames, patch 8)."""
+
+import torch
+
+from foveated_vlm import FoveatedVLMConfig
+
+VOCAB = 64
+VIDEO_START, FRAME, VIDEO_END = 61, 62, 63
+
+
+def tiny_vision_config(model_type: str = "dinov3_vit", **overrides) -> dict:
+    config = {
+        "model_type": model_type,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    if model_type == "dinov3_vit":
+        config["num_register_tokens"] = 2
+    if model_type == "dinov2":
+        config.pop("intermediate_size")
+    config.update(overrides)
+    return config
+
+
+def tiny_text_config(**overrides) -> dict:
+    config = {
+        "model_type": "llama",
+        "vocab_size": VOCAB,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": True,
+    }
+    config.update(overrides)
+    return config
+
+
+def tiny_config(vision_type: str = "dinov3_vit", **overrides) -> FoveatedVLMConfig:
+    kwargs = {
+        "vision_config": tiny_vision_config(vision_type),
+        "text_config": tiny_text_config(),
+        "query_dim": 16,
+        "target_channels": 3,
+        "target_size": 8,
+        "predictor_channels": 16,
+        "video_start_token_id": VIDEO_START,
+        "frame_token_id": FRAME,
+        "video_end_token_id": VIDEO_END,
+    }
+    kwargs.update(overrides)
+    return FoveatedVLMConfig(**kwargs)
+
+
+def video_input_ids(batch: int, frames: int, k: int = 1, prompt: int = 3, caption: int = 4, seed: int = 0):
+    """`[B, L]` ids: prompt text, <video_start>, T*K frame tokens, <video_end>, caption text."""
+    generator = torch.Generator().manual_seed(seed)
+    text = lambda n: torch.randint(1, VIDEO_START, (batch, n), generator=generator)  # noqa: E731
+    video = torch.cat(
+        [
+            torch.full((batch, 1), VIDEO_START),
+            torch.full((batch, frames * k), FRAME),
+            torch.full((batch, 1), VIDEO_END),
+        ],
+        dim=1,
+    )
+    return torch.cat([text(prompt), video, text(caption)], dim=1)
+
+
+def tiny_batch(config: FoveatedVLMConfig, batch: int = 2, frames: int = 4, seed: int = 0, prompt: int = 3):
+    """A full set of model inputs for `config`, deterministic per seed."""
+    generator = torch.Generator().manual_seed(seed)
+    size = config.frame_size
+    input_ids = video_input_ids(batch, frames, config.tokens_per_frame, prompt=prompt, seed=seed)
+    caption_start = input_ids.shape[1] - 4
+    labels = torch.full_like(input_ids, -100)
+    labels[:, caption_start:] = input_ids[:, caption_start:]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "pixel_values_videos": torch.randn(batch, frames, 3, size, size, generator=generator),
+        "target_latents": torch.randn(
+            batch, frames, config.target_channels, config.target_size, config.target_size, generator=generator
+        ),
+        "labels": labels,
+    }
