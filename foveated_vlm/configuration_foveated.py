@@ -128,8 +128,9 @@ class FoveatedVLMConfig(PreTrainedConfig):
             if not value >= 0:
                 raise ValueError(f"{name}={value!r} is invalid; expected a number >= 0")
 
-        image_size, patch_size = _square(vision.image_size, "vision_config.image_size"), _square(
-            vision.patch_size, "vision_config.patch_size"
+        image_size, patch_size = (
+            _square(vision.image_size, "vision_config.image_size"),
+            _square(vision.patch_size, "vision_config.patch_size"),
         )
         if image_size % patch_size:
             raise ValueError(

@@ -142,7 +142,9 @@ class FoveatedEncoder(nn.Module):
             keys.append(k)
             values.append(v)
         patch_states = self.final_norm(hidden) if return_patch_states else None
-        cache = VisionKVCache(keys, values, self.num_prefix_tokens, (height // self.patch_size, width // self.patch_size))
+        cache = VisionKVCache(
+            keys, values, self.num_prefix_tokens, (height // self.patch_size, width // self.patch_size)
+        )
         return patch_states, cache
 
     # ------------------------------------------------------------------------------------------ query pass
@@ -164,9 +166,7 @@ class FoveatedEncoder(nn.Module):
         if queries.dim() != 3:
             raise ValueError(f"queries must have shape [N, K, query_dim]; got {tuple(queries.shape)}")
         if queries.shape[0] != kv_cache.num_frames:
-            raise ValueError(
-                f"queries cover {queries.shape[0]} frames but the cache holds {kv_cache.num_frames}"
-            )
+            raise ValueError(f"queries cover {queries.shape[0]} frames but the cache holds {kv_cache.num_frames}")
         hidden = self.query_in_proj(queries.to(self.query_in_proj.weight.dtype))  # [N, K, D]
         fixations = None
         last = len(self.layers) - 1

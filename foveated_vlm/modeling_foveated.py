@@ -25,6 +25,7 @@ from transformers.utils import ModelOutput
 from .configuration_foveated import FoveatedVLMConfig
 from .encoder_foveated import FoveatedEncoder, VisionKVCache
 from .predictor_foveated import LatentPredictor
+from .streaming_foveated import FoveatedStream
 
 __all__ = [
     "FoveatedVLMPreTrainedModel",
@@ -37,7 +38,6 @@ __all__ = [
 
 # Text of the special tokens; `<video>` is the user-facing placeholder the processor expands into them.
 VIDEO_TOKENS = {"video_start": "<video_start>", "frame": "<frame>", "video_end": "<video_end>"}
-COARSE, FINE = 0, 1  # rows of the mode embeddings
 
 
 @dataclass
@@ -89,9 +89,7 @@ class FoveatedVLMOutput(ModelOutput):
 
 def check_video_shape(pixel_values_videos: torch.Tensor):
     if pixel_values_videos.dim() != 5 or pixel_values_videos.shape[2] != 3:
-        raise ValueError(
-            f"pixel_values_videos must have shape [B, T, 3, H, W]; got {tuple(pixel_values_videos.shape)}"
-        )
+        raise ValueError(f"pixel_values_videos must have shape [B, T, 3, H, W]; got {tuple(pixel_values_videos.shape)}")
 
 
 class FoveatedVLMPreTrainedModel(PreTrainedModel):
@@ -129,6 +127,8 @@ class FoveatedVLMPreTrainedModel(PreTrainedModel):
 class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
     """Vision encoder read through queries, the language model, and the parts that connect them."""
 
+    COARSE, FINE = 0, 1  # rows of `mode_embeddings`
+
     def __init__(self, config: FoveatedVLMConfig):
         super().__init__(config)
         text_width, k = config.text_config.hidden_size, config.tokens_per_frame
@@ -149,16 +149,14 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
 
     # --------------------------------------------------------------------------------------------- helpers
     def video_layout(self, input_ids: torch.LongTensor, num_frames: int) -> torch.LongTensor:
-        """Check each row holds `<video_start>`, T*K frame tokens, `<video_end>`; return `<video_start>` positions `[B]`."""
+        """Check each row holds one `<video_start>`, then T*K frame tokens, then `<video_end>`; return the
+        `<video_start>` positions `[B]`."""
         config = self.config
         expected = num_frames * config.tokens_per_frame
         starts = input_ids == config.video_start_token_id
         frames = input_ids == config.frame_token_id
-        for name, counts, want in (
-            ("<video_start>", starts.sum(1), 1),
-            ("frame", frames.sum(1), expected),
-            ("<video_end>", (input_ids == config.video_end_token_id).sum(1), 1),
-        ):
+        # Only the video itself is checked: text after it (a generated caption) may hold any token.
+        for name, counts, want in (("<video_start>", starts.sum(1), 1), ("frame", frames.sum(1), expected)):
             bad = (counts != want).nonzero()
             if len(bad):
                 row = bad[0].item()
@@ -223,6 +221,9 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         lm_kwargs = dict(attention_mask=attention_mask, position_ids=position_ids, use_cache=use_cache)
         token_embeds = self.get_input_embeddings()(input_ids)
         if pixel_values_videos is None:
+            prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+            if prefill and (input_ids == self.config.frame_token_id).any():
+                raise ValueError("input_ids hold frame tokens but no pixel_values_videos were given")
             out = self.language_model(inputs_embeds=token_embeds, past_key_values=past_key_values, **lm_kwargs)
             return FoveatedVLMModelOutput(last_hidden_state=out.last_hidden_state, past_key_values=out.past_key_values)
 
@@ -243,14 +244,14 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         # Pass 1 (coarse): the static queries on every frame; the language model plans the next query.
         static = self.static_queries.expand(batch, frames, -1, -1)  # [B, T, K, qd]
         coarse_embeds, fixations_coarse = self.extract_tokens(static, cache, output_attentions)
-        coarse = self.run_language_model(token_embeds, coarse_embeds, frame_mask, start_mask, COARSE, **lm_kwargs)
+        coarse = self.run_language_model(token_embeds, coarse_embeds, frame_mask, start_mask, self.COARSE, **lm_kwargs)
         plan_hidden_coarse = coarse.last_hidden_state.gather(1, gather_index)  # [B, T, D]
         queries = self.plan_queries(plan_hidden_coarse)  # [B, T, K, qd]
 
         # Pass 2 (fine): each frame read with the query planned from the frames before it.
         fine_embeds, fixations_fine = self.extract_tokens(queries, cache, output_attentions)
         fine = self.run_language_model(
-            token_embeds, fine_embeds, frame_mask, start_mask, FINE, past_key_values=past_key_values, **lm_kwargs
+            token_embeds, fine_embeds, frame_mask, start_mask, self.FINE, past_key_values=past_key_values, **lm_kwargs
         )
         return FoveatedVLMModelOutput(
             last_hidden_state=fine.last_hidden_state,
@@ -268,6 +269,9 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
     """The foveated model with its language-model head, the FiLM prediction head and the two-pass losses."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # Both loss terms are per-batch means: the Trainer must scale them for gradient accumulation itself instead of
+    # expecting a loss already normalised by `num_items_in_batch` over the accumulated batch.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: FoveatedVLMConfig):
         super().__init__(config)
@@ -388,6 +392,11 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             past_key_values=outputs.past_key_values,
         )
 
+    def stream(self, input_ids=None, attention_mask=None, batch_size: int = 1) -> FoveatedStream:
+        """Start frame-by-frame inference on B live videos, after an optional text prompt `input_ids` `[B, P]`
+        (text only; the stream adds `<video_start>`). See `FoveatedStream`."""
+        return FoveatedStream(self, input_ids=input_ids, attention_mask=attention_mask, batch_size=batch_size)
+
     # ------------------------------------------------------------------------------------ assembling parts
     @classmethod
     def from_pretrained_parts(
@@ -426,7 +435,9 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         if frame_size is not None:
             vision_config["image_size"] = frame_size
         token_ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(token) for name, token in VIDEO_TOKENS.items()}
-        config = FoveatedVLMConfig(vision_config=vision_config, text_config=text.config.to_dict(), **token_ids, **config_kwargs)
+        config = FoveatedVLMConfig(
+            vision_config=vision_config, text_config=text.config.to_dict(), **token_ids, **config_kwargs
+        )
 
         model = cls(config)
         model.model.foveated_encoder.vision_model.load_state_dict(vision.state_dict())

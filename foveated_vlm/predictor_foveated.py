@@ -15,7 +15,7 @@ __all__ = ["LatentPredictor"]
 def _conv_stack(widths: list[int]) -> nn.Sequential:
     """3x3 convolutions through `widths`, GELU between them (none after the last)."""
     layers: list[nn.Module] = []
-    for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
+    for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         if index:
             layers.append(nn.GELU())
         layers.append(nn.Conv2d(width_in, width_out, kernel_size=3, padding=1))

@@ -56,7 +56,10 @@ def test_sub_configs_accept_config_objects():
         ({"frame_token_id": 64}, "frame_token_id=64 is not a token id"),
         ({"video_end_token_id": VIDEO_START}, "must be distinct"),
         ({"vision_config": tiny_vision_config(image_size=36)}, "image_size=36 is not a multiple"),
-        ({"vision_config": {"model_type": "clip_vision_model", "hidden_size": 32, "num_attention_heads": 2}}, "clip_vision_model"),
+        (
+            {"vision_config": {"model_type": "clip_vision_model", "hidden_size": 32, "num_attention_heads": 2}},
+            "clip_vision_model",
+        ),
     ],
 )
 def test_invalid_values_name_the_field(overrides, message):

@@ -47,9 +47,7 @@ def test_losses_are_what_they_say():
     batch = tiny_batch(config)
     out = model(**batch)
     torch.testing.assert_close(out.loss_fine, ((out.predicted_latents - batch["target_latents"]) ** 2).mean())
-    torch.testing.assert_close(
-        out.loss_coarse, ((out.predicted_latents_coarse - batch["target_latents"]) ** 2).mean()
-    )
+    torch.testing.assert_close(out.loss_coarse, ((out.predicted_latents_coarse - batch["target_latents"]) ** 2).mean())
     logits, labels = out.logits[:, :-1], batch["labels"][:, 1:]
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), labels.reshape(-1), ignore_index=-100)
     torch.testing.assert_close(out.caption_loss_fine, expected)
@@ -180,7 +178,9 @@ def test_bad_pixel_values_rank():
     model, config = make_model()
     batch = tiny_batch(config)
     batch["pixel_values_videos"] = batch["pixel_values_videos"][:, 0]
-    with pytest.raises(ValueError, match=r"pixel_values_videos must have shape \[B, T, 3, H, W\]; got \(2, 3, 32, 32\)"):
+    with pytest.raises(
+        ValueError, match=r"pixel_values_videos must have shape \[B, T, 3, H, W\]; got \(2, 3, 32, 32\)"
+    ):
         model(**batch)
 
 
@@ -218,7 +218,9 @@ def test_target_latents_shape_is_checked():
     model, config = make_model()
     batch = tiny_batch(config)
     batch["target_latents"] = batch["target_latents"][..., :4, :4]
-    with pytest.raises(ValueError, match=r"target_latents must have shape \[B, T, C, h, w\] = \[2, 4, 3, 8, 8\].*got \[2, 4, 3, 4, 4\]"):
+    with pytest.raises(
+        ValueError, match=r"target_latents must have shape \[B, T, C, h, w\] = \[2, 4, 3, 8, 8\].*got \[2, 4, 3, 4, 4\]"
+    ):
         model(**batch)
 
 

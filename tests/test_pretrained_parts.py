@@ -31,7 +31,12 @@ def tiny_parts(tmp_path):
 def test_assembles_from_local_directories(tiny_parts):
     vision_dir, text_dir, vision, text = tiny_parts
     model, tokenizer = FoveatedVLMForConditionalGeneration.from_pretrained_parts(
-        str(vision_dir), str(text_dir), frame_size=32, tokens_per_frame=2, target_size=8, target_channels=3,
+        str(vision_dir),
+        str(text_dir),
+        frame_size=32,
+        tokens_per_frame=2,
+        target_size=8,
+        target_channels=3,
         predictor_channels=16,
     )
     config = model.config
@@ -44,9 +49,7 @@ def test_assembles_from_local_directories(tiny_parts):
     torch.testing.assert_close(
         model.foveated_encoder.vision_model.model.layer[1].mlp.up_proj.weight, vision.model.layer[1].mlp.up_proj.weight
     )
-    torch.testing.assert_close(
-        model.model.language_model.embed_tokens.weight[:60], text.model.embed_tokens.weight[:60]
-    )
+    torch.testing.assert_close(model.model.language_model.embed_tokens.weight[:60], text.model.embed_tokens.weight[:60])
     # The text model behaves as before on text.
     ids = torch.tensor([[1, 5, 9, 12]])
     torch.testing.assert_close(model(input_ids=ids).logits[..., :60], text(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
