@@ -5,6 +5,10 @@ Importing the package registers the configuration and model with transformers' A
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+from transformers.models.auto.processing_auto import AutoProcessor
+
+# Without torchvision, transformers' top-level `AutoVideoProcessor` is a dummy; the class itself needs no torchvision.
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
 from .configuration_foveated import FoveatedVLMConfig
 from .encoder_foveated import FoveatedEncoder, VisionKVCache
@@ -15,6 +19,9 @@ from .modeling_foveated import (
     FoveatedVLMOutput,
     FoveatedVLMPreTrainedModel,
 )
+from .processing_foveated import FoveatedVLMProcessor, expand_video_placeholders
+from .targets import PixelTargetEncoder, SDVAETargetEncoder, build_target_encoder
+from .video_processing_foveated import FoveatedVideoProcessor, VideoDecodeError
 
 __version__ = "0.1.0"
 
@@ -27,6 +34,13 @@ __all__ = [
     "FoveatedVLMPreTrainedModel",
     "VIDEO_TOKENS",
     "VisionKVCache",
+    "FoveatedVLMProcessor",
+    "FoveatedVideoProcessor",
+    "VideoDecodeError",
+    "expand_video_placeholders",
+    "PixelTargetEncoder",
+    "SDVAETargetEncoder",
+    "build_target_encoder",
 ]
 
 AutoConfig.register(FoveatedVLMConfig.model_type, FoveatedVLMConfig, exist_ok=True)
@@ -34,3 +48,7 @@ AutoModel.register(FoveatedVLMConfig, FoveatedVLMForConditionalGeneration, exist
 AutoModelForImageTextToText.register(FoveatedVLMConfig, FoveatedVLMForConditionalGeneration, exist_ok=True)
 FoveatedVLMConfig.register_for_auto_class()
 FoveatedVLMForConditionalGeneration.register_for_auto_class("AutoModel")
+AutoVideoProcessor.register(FoveatedVLMConfig, FoveatedVideoProcessor, exist_ok=True)
+AutoProcessor.register(FoveatedVLMConfig, FoveatedVLMProcessor, exist_ok=True)
+FoveatedVideoProcessor.register_for_auto_class()  # AutoVideoProcessor
+FoveatedVLMProcessor.register_for_auto_class()  # AutoProcessor
