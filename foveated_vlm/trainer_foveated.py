@@ -1,0 +1,86 @@
+"""A `transformers.Trainer` that trains both passes and logs what the foveated model is for.
+
+The Trainer logs only `loss` by itself. Every logging step here also carries, averaged over the steps since the
+last log: `loss_fine`, `loss_coarse`, `ratio` (coarse / fine, > 1 means looking where the model chose helped),
+`caption_loss_fine`, `caption_loss_coarse`, `caption_ratio` where captions are trained, and the fixation entropies
+of both passes (nats over the patch grid; lower is more selective). Evaluation reports the same keys with the
+`eval_` prefix.
+"""
+
+from collections import defaultdict
+
+import torch
+from transformers import Trainer
+
+__all__ = ["FoveatedTrainer", "fixation_entropy", "ratio_metrics"]
+
+
+def fixation_entropy(fixations: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of `[..., gh, gw]` maps that each sum to 1."""
+    maps = fixations.flatten(-2).float()
+    return -(maps * maps.clamp_min(1e-12).log()).sum(-1).mean()
+
+
+def ratio_metrics(sums: dict[str, float]) -> dict[str, float]:
+    """Add `ratio` and `caption_ratio` to averaged metrics that hold both passes."""
+    metrics = dict(sums)
+    for ratio, coarse, fine in (
+        ("ratio", "loss_coarse", "loss_fine"),
+        ("caption_ratio", "caption_loss_coarse", "caption_loss_fine"),
+    ):
+        if metrics.get(fine):
+            metrics[ratio] = metrics[coarse] / metrics[fine]
+    return metrics
+
+
+class FoveatedTrainer(Trainer):
+    """`Trainer` for `FoveatedVLMForConditionalGeneration`: asks for fixations and logs both passes."""
+
+    _PASS_METRICS = ("loss_fine", "loss_coarse", "caption_loss_fine", "caption_loss_coarse")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sums = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._counts = {"train": 0, "eval": 0}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Losses come from the supervised positions; full-vocabulary logits of every position are never read here.
+        outputs = model(**inputs, output_attentions=True, logits_to_keep=1)
+        if not torch.isfinite(outputs.loss):
+            raise FloatingPointError(
+                f"non-finite loss {outputs.loss.item()} at step {self.state.global_step} "
+                f"(losses: { {k: _item(getattr(outputs, k)) for k in self._PASS_METRICS} }); "
+                "lower the learning rate or check the batch"
+            )
+        split = "train" if model.training else "eval"
+        sums = self._sums[split]
+        for name in self._PASS_METRICS:
+            value = getattr(outputs, name)
+            if value is not None:
+                sums[name] += value.detach().float().item()
+        for name in ("fine", "coarse"):
+            fixations = getattr(outputs, f"fixations_{name}")
+            if fixations is not None:
+                sums[f"fixation_entropy_{name}"] += fixation_entropy(fixations.detach()).item()
+        self._counts[split] += 1
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def _drain(self, split: str) -> dict[str, float]:
+        count = self._counts[split]
+        if not count:
+            return {}
+        metrics = ratio_metrics({name: total / count for name, total in self._sums[split].items()})
+        self._sums[split].clear()
+        self._counts[split] = 0
+        return metrics
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if any(key.startswith("eval_") for key in logs):
+            logs.update({f"eval_{key}": value for key, value in self._drain("eval").items()})
+        elif "loss" in logs:
+            logs.update(self._drain("train"))
+        super().log(logs, start_time)
+
+
+def _item(value):
+    return None if value is None else value.detach().float().item()

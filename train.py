@@ -1,0 +1,146 @@
+"""Train a foveated video VLM with the HF Trainer (one GPU, many through `accelerate launch`, or the CPU).
+
+    python train.py                                   # the embedded default: offline synthetic video, tiny model
+    python train.py --preset smollm2-offline          # real SmolLM2-135M-Instruct weights (offline GGUF), fresh ViT
+    python train.py --preset synthetic --max_steps 50 --output_dir outputs/try   # any TrainingArguments flag
+
+A preset is a set of default flags; flags given on the command line win. The run writes to `--output_dir` a
+checkpoint that `from_pretrained` loads (model with its code, and the processor), `metrics.json` with the
+held-out fine/coarse losses, their ratios and the fixation entropies, and `log_history.json` (every logged step).
+"""
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from transformers import HfArgumentParser, TrainingArguments, set_seed
+
+from datasets_scripts.pipeline import DATASETS, VideoTextCollator, build_dataset
+from foveated_vlm import build_target_encoder
+from foveated_vlm.presets import PRESETS, build_model_and_processor, preset_flags
+from foveated_vlm.trainer_foveated import FoveatedTrainer
+
+
+@dataclass
+class ModelArguments:
+    preset: str = field(default="synthetic", metadata={"help": f"one of {sorted(PRESETS)}"})
+    vision_model: str | None = field(default=None, metadata={"help": "vision checkpoint; None: fresh from the sizes"})
+    vision_hidden_size: int = 64
+    vision_layers: int = 4
+    vision_heads: int = 4
+    patch_size: int = 8
+    text_model: str = field(
+        default="config", metadata={"help": "'config' (fresh from the sizes), 'smollm2-gguf' or a checkpoint"}
+    )
+    tokenizer: str = field(default="smollm2-gguf", metadata={"help": "'smollm2-gguf' or a tokenizer checkpoint"})
+    text_hidden_size: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    tokens_per_frame: int = 1
+    query_dim: int | None = None
+    predictor_channels: int = 64
+    reconstruction_loss_weight: float = 1.0
+    caption_loss_weight: float = 1.0
+    coarse_loss_weight: float = 1.0
+    freeze_vision: bool = False
+    freeze_language_model: bool = False
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="synthetic", metadata={"help": f"one of {sorted(DATASETS)}"})
+    task: str = field(default="caption", metadata={"help": "synthetic task: caption or clutter"})
+    num_frames: int = 8
+    frame_size: int = 64
+    target: str = field(default="pixels", metadata={"help": "reconstruction target: pixels or sd-vae"})
+    target_size: int = 16
+    train_captions: bool = True
+    eval_videos: int = 64
+    data_seed_offset: int = field(default=1, metadata={"help": "held-out stream seed = seed + this"})
+
+
+def parse(argv: list[str]):
+    """Preset flags first, the user's after them: argparse keeps the last value of a repeated flag."""
+    preset = ModelArguments.preset
+    if "--preset" in argv:
+        position = argv.index("--preset")
+        if position + 1 >= len(argv):
+            raise SystemExit("--preset needs a name: " + ", ".join(sorted(PRESETS)))
+        preset = argv[position + 1]
+    if preset not in PRESETS:
+        raise SystemExit(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    return parser.parse_args_into_dataclasses(args=preset_flags(preset) + argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse(sys.argv[1:] if argv is None else argv)
+    set_seed(training_args.seed)
+    model, processor = build_model_and_processor(model_args, data_args)
+    target_encoder = None
+    if model_args.reconstruction_loss_weight > 0:
+        target_encoder = build_target_encoder(data_args.target, target_size=model.config.target_size)
+
+    def stream(seed):
+        return build_dataset(
+            data_args.dataset,
+            seed=seed,
+            frame_size=data_args.frame_size,
+            num_frames=data_args.num_frames,
+            task=data_args.task,
+        )
+
+    trainer = FoveatedTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=stream(training_args.seed),
+        eval_dataset=stream(training_args.seed + data_args.data_seed_offset).take(data_args.eval_videos),
+        data_collator=VideoTextCollator(processor, target_encoder, train_captions=data_args.train_captions),
+        processing_class=processor,
+    )
+    print(startup_summary(model, model_args, data_args, training_args), flush=True)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_seconds = time.perf_counter() - start
+
+    evaluation = trainer.evaluate()
+    metrics = {key.removeprefix("eval_"): value for key, value in evaluation.items()}
+    metrics.update(train_seconds=train_seconds, steps=trainer.state.global_step, preset=model_args.preset)
+    trainer.save_model(training_args.output_dir)  # model, its code and the processor
+    with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    with open(os.path.join(training_args.output_dir, "log_history.json"), "w") as handle:
+        json.dump(trainer.state.log_history, handle, indent=2)
+    with open(os.path.join(training_args.output_dir, "train_args.json"), "w") as handle:
+        json.dump({"model": asdict(model_args), "data": asdict(data_args)}, handle, indent=2)
+    print(json.dumps({k: metrics[k] for k in sorted(metrics) if not k.endswith("_per_second")}, indent=2))
+    return metrics
+
+
+def startup_summary(model, model_args, data_args, training_args) -> str:
+    """Parameters per part (total and trainable), frames, tokens per frame, effective batch, target, dataset."""
+
+    def count(parameters):
+        parameters = list(parameters)
+        return sum(p.numel() for p in parameters), sum(p.numel() for p in parameters if p.requires_grad)
+
+    vision = count(model.foveated_encoder.vision_model.parameters())
+    language = count(model.model.language_model.parameters())
+    everything = count(model.parameters())  # tied weights are counted once
+    rest = (everything[0] - vision[0] - language[0], everything[1] - vision[1] - language[1])
+    lines = [f"preset {model_args.preset}: dataset {data_args.dataset} ({data_args.task}), target {data_args.target}"]
+    for name, (total, trainable) in (("vision encoder", vision), ("language model", language), ("new parts", rest)):
+        lines.append(f"  {name:<15} {total / 1e6:8.2f} M parameters, {trainable / 1e6:8.2f} M trainable")
+    config = model.config
+    batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    lines.append(
+        f"  {data_args.num_frames} frames of {config.frame_size} px, {config.tokens_per_frame} token(s) per frame, "
+        f"effective batch {batch} x {training_args.world_size} process(es), {training_args.max_steps} steps"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
