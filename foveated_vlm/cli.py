@@ -1,0 +1,152 @@
+"""The `foveated-vlm` command line.
+
+    foveated-vlm caption --model DIR VIDEO [--prompt TEXT]          # prints the caption
+    foveated-vlm stream  --model DIR VIDEO --out FILE.gif           # frame by frame, fixations drawn, fps printed
+
+`stream` pushes the video's frames one at a time through `model.stream`, draws where the fine (planned) and
+coarse (static) queries looked on every frame, and, for models trained on pixel targets, the predicted next
+frame beside the real one; at the end it writes the caption the fine stream gives. VIDEO is a file path, raw
+bytes are not accepted here; `/dev/videoN` reads a camera through PyAV (v4l2).
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+
+__all__ = ["main"]
+
+
+def _load(model_dir: str):
+    from transformers import AutoModel, AutoProcessor
+
+    import foveated_vlm  # noqa: F401 - registers the classes, so no remote code is needed
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    processor.check_model_config(model.config)
+    return model, processor
+
+
+def _chat_prompt(processor, prompt: str) -> str:
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def caption(args) -> str:
+    model, processor = _load(args.model)
+    batch = processor(text=[_chat_prompt(processor, args.prompt)], videos=[args.video], num_frames=args.num_frames)
+    with torch.inference_mode():
+        ids = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=False)
+    text = processor.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
+    print(text)
+    return text
+
+
+def _camera_frames(device: str, max_frames: int):
+    """Live frames `[3, H, W]` uint8 from a v4l2 camera."""
+    import av
+
+    with av.open(device, format="v4l2") as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index >= max_frames:
+                break
+            yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+
+
+def _file_frames(processor, path: str, sample_fps: float, max_frames: int):
+    """Frames `[3, H, W]` of a file, sampled at `sample_fps` (decoding only those)."""
+    frames, _, _ = processor.video_processor.load_frames(path, fps=sample_fps, max_frames=max_frames)
+    yield from frames
+
+
+def stream(args) -> dict:
+    from .visualize import overlay_fixation, panel, save_gif, to_uint8_image
+
+    model, processor = _load(args.model)
+    video_processor, config = processor.video_processor, model.config
+    before_video, after_video = _chat_prompt(processor, args.prompt).split(processor.video_token, 1)
+    tokenizer = processor.tokenizer
+    prompt_ids = tokenizer(before_video, return_tensors="pt").input_ids
+    suffix_ids = tokenizer(after_video, return_tensors="pt", add_special_tokens=False).input_ids
+    if args.video.startswith("/dev/video"):
+        source = _camera_frames(args.video, args.max_frames)
+    else:
+        source = _file_frames(processor, args.video, args.sample_fps, args.max_frames)
+
+    live = model.stream(input_ids=prompt_ids)
+    pixel_targets = config.target_channels == 3  # the prediction is itself a small picture
+    pictures, timings, previous_prediction = [], [], None
+    with torch.inference_mode():
+        for frame in source:
+            unit = video_processor.resize_frames(frame[None])  # [1, 3, S, S] in [0, 1]
+            target = None
+            if pixel_targets:
+                target = torch.nn.functional.interpolate(unit * 2 - 1, size=config.target_size, mode="area")
+            step = live.push(video_processor.normalize_frames(unit), target_latent=target)
+            timings.append(step.timings)
+            image = to_uint8_image(unit[0] * 2 - 1)
+            row = [overlay_fixation(image, step.fixation[0]), overlay_fixation(image, step.fixation_coarse[0])]
+            if previous_prediction is not None:  # what the model expected this frame to look like
+                row.append(to_uint8_image(previous_prediction))
+            elif pixel_targets:
+                row.append(np.zeros_like(image))
+            pictures.append(panel(row, height=max(image.shape[0], 128)))
+            previous_prediction = step.predicted_latent[0] if step.predicted_latent is not None else None
+        if not pictures:
+            raise SystemExit(f"no frames could be read from {args.video}")
+        ids = live.generate(input_ids=suffix_ids, max_new_tokens=args.max_new_tokens, do_sample=False)
+    save_gif(pictures, args.out, fps=args.gif_fps)
+
+    seconds = {name: float(np.mean([t[name] for t in timings])) for name in timings[0]}
+    per_frame = sum(seconds.values())
+    text = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+    print(
+        f"{len(pictures)} frames, {1 / per_frame:.2f} frames/s ("
+        + ", ".join(f"{name} {1000 * value:.1f} ms" for name, value in seconds.items())
+        + ")"
+    )
+    print(
+        f"wrote {args.out} (left: planned query, middle: static query"
+        + (", right: predicted frame)" if pixel_targets else ")")
+    )
+    print(text)
+    return {"frames": len(pictures), "frames_per_second": 1 / per_frame, "timings": seconds, "caption": text}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="foveated-vlm", description="Foveated video VLM: caption and stream videos.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", required=True, help="a checkpoint directory (model and processor)")
+    common.add_argument("video", help="a video file (stream also takes /dev/videoN)")
+    common.add_argument("--prompt", default="Describe the video.")
+    common.add_argument("--max_new_tokens", type=int, default=30)
+
+    caption_parser = commands.add_parser("caption", parents=[common], help="print a caption for a video")
+    caption_parser.add_argument("--num_frames", type=int, default=None, help="default: the processor's")
+    caption_parser.set_defaults(run=caption)
+
+    stream_parser = commands.add_parser("stream", parents=[common], help="run a video frame by frame")
+    stream_parser.add_argument("--out", required=True, help="the GIF to write")
+    stream_parser.add_argument("--sample_fps", type=float, default=2.0, help="frames read per second of video")
+    stream_parser.add_argument("--max_frames", type=int, default=32)
+    stream_parser.add_argument("--gif_fps", type=float, default=4.0)
+    stream_parser.set_defaults(run=stream)
+    return parser
+
+
+def main(argv: list[str] | None = None):
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    start = time.perf_counter()
+    result = args.run(args)
+    if args.command == "stream":
+        print(f"total {time.perf_counter() - start:.1f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()

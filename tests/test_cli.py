@@ -1,0 +1,119 @@
+"""The `foveated-vlm` command line on a tiny saved checkpoint and a generated video."""
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from test_processing import make_processor
+from test_video_processing import write_video
+from tiny import tiny_config
+
+from foveated_vlm import FoveatedVLMForConditionalGeneration
+from foveated_vlm.cli import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("checkpoint")
+    processor = make_processor(num_frames=4)
+    ids = {name: getattr(processor, f"{name}_token_id") for name in ("video_start", "frame", "video_end")}
+    config = tiny_config(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(processor.tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "eos_token_id": processor.tokenizer.eos_token_id,
+        },
+        video_start_token_id=ids["video_start"],
+        frame_token_id=ids["frame"],
+        video_end_token_id=ids["video_end"],
+    )
+    FoveatedVLMForConditionalGeneration(config).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    write_video(path, num_frames=30)  # 1 s at 30 fps
+    return path
+
+
+def test_caption_prints_text(checkpoint, video, capsys):
+    text = main(["caption", "--model", str(checkpoint), str(video), "--max_new_tokens", "4"])
+    assert isinstance(text, str)
+    assert capsys.readouterr().out.strip().endswith(text)
+
+
+def test_stream_writes_a_gif_and_reports_speed(checkpoint, video, tmp_path, capsys):
+    out = tmp_path / "stream.gif"
+    result = main(
+        [
+            "stream",
+            "--model",
+            str(checkpoint),
+            str(video),
+            "--out",
+            str(out),
+            "--sample_fps",
+            "6",
+            "--max_frames",
+            "5",
+            "--max_new_tokens",
+            "3",
+        ]
+    )
+    assert result["frames"] == 5 and result["frames_per_second"] > 0
+    assert set(result["timings"]) == {"encode", "queries", "language_model", "predict"}
+    gif = Image.open(out)
+    assert gif.n_frames == 5
+    # Three panels (planned query, static query, predicted frame), each at least 128 px high.
+    assert gif.size[1] >= 128 and gif.size[0] == 3 * gif.size[1]
+    printed = capsys.readouterr().out
+    assert "frames/s" in printed and str(out) in printed
+
+
+def test_console_script_entry_point(checkpoint, video):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "foveated_vlm.cli",
+            "caption",
+            "--model",
+            str(checkpoint),
+            str(video),
+            "--max_new_tokens",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_missing_video_is_a_clear_error(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="cannot read video .*missing.mp4"):
+        main(["caption", "--model", str(checkpoint), str(tmp_path / "missing.mp4")])
+
+
+def test_overlay_tints_only_attention_above_uniform():
+    import numpy as np
+    import torch
+
+    from foveated_vlm.visualize import overlay_fixation
+
+    image = np.full((8, 8, 3), 100, dtype=np.uint8)
+    uniform = torch.full((4, 4), 1 / 16)
+    assert np.array_equal(overlay_fixation(image, uniform), image)
+    peaked = torch.zeros(4, 4)
+    peaked[0, 0] = 1.0
+    tinted = overlay_fixation(image, peaked)
+    assert tinted[0, 0, 0] > 200 and tinted[0, 0, 1] < 100  # the attended corner turns red
+    assert np.array_equal(tinted[4:, 4:], image[4:, 4:])  # the rest does not
