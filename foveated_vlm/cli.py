@@ -4,9 +4,9 @@
     foveated-vlm stream  --model DIR VIDEO --out FILE.gif           # frame by frame, fixations drawn, fps printed
 
 `stream` pushes the video's frames one at a time through `model.stream`, draws where the fine (planned) and
-coarse (static) queries looked on every frame, and, for models trained on pixel targets, the predicted next
-frame beside the real one; at the end it writes the caption the fine stream gives. VIDEO is a file path, raw
-bytes are not accepted here; `/dev/videoN` reads a camera through PyAV (v4l2).
+coarse (static) queries looked on every frame and the predicted next frame beside the real one (models trained
+on pixel targets; with `--vae`, models trained on SD-VAE latents), then prints the caption the fine stream
+gives. VIDEO is a file path; `/dev/videoN` reads a camera through PyAV (v4l2).
 """
 
 import argparse
@@ -63,6 +63,7 @@ def _file_frames(processor, path: str, sample_fps: float, max_frames: int):
 
 
 def stream(args) -> dict:
+    from .targets import SDVAETargetEncoder
     from .visualize import overlay_fixation, panel, save_gif, to_uint8_image
 
     model, processor = _load(args.model)
@@ -77,21 +78,29 @@ def stream(args) -> dict:
         source = _file_frames(processor, args.video, args.sample_fps, args.max_frames)
 
     live = model.stream(input_ids=prompt_ids)
-    pixel_targets = config.target_channels == 3  # the prediction is itself a small picture
+    # A prediction can be drawn when it is a small picture (pixel targets) or when a VAE can decode it.
+    vae = SDVAETargetEncoder.from_pretrained(args.vae, target_size=config.target_size) if args.vae else None
+    if vae is not None and config.target_channels != vae.channels:
+        raise SystemExit(f"--vae gives {vae.channels}-channel latents; the model predicts {config.target_channels}")
+    pixel_targets = vae is None and config.target_channels == 3
+    drawable = pixel_targets or vae is not None
     pictures, timings, previous_prediction = [], [], None
     with torch.inference_mode():
         for frame in source:
             unit = video_processor.resize_frames(frame[None])  # [1, 3, S, S] in [0, 1]
             target = None
-            if pixel_targets:
+            if vae is not None:
+                target = vae.encode((unit * 2 - 1)[None])[0]  # [1, C, h, w]: what the next prediction starts from
+            elif pixel_targets:
                 target = torch.nn.functional.interpolate(unit * 2 - 1, size=config.target_size, mode="area")
             step = live.push(video_processor.normalize_frames(unit), target_latent=target)
             timings.append(step.timings)
             image = to_uint8_image(unit[0] * 2 - 1)
             row = [overlay_fixation(image, step.fixation[0]), overlay_fixation(image, step.fixation_coarse[0])]
             if previous_prediction is not None:  # what the model expected this frame to look like
-                row.append(to_uint8_image(previous_prediction))
-            elif pixel_targets:
+                picture = vae.decode(previous_prediction[None, None])[0, 0] if vae is not None else previous_prediction
+                row.append(to_uint8_image(picture))
+            elif drawable:
                 row.append(np.zeros_like(image))
             pictures.append(panel(row, height=max(image.shape[0], 128)))
             previous_prediction = step.predicted_latent[0] if step.predicted_latent is not None else None
@@ -110,7 +119,7 @@ def stream(args) -> dict:
     )
     print(
         f"wrote {args.out} (left: planned query, middle: static query"
-        + (", right: predicted frame)" if pixel_targets else ")")
+        + (", right: predicted frame)" if drawable else ")")
     )
     print(text)
     return {"frames": len(pictures), "frames_per_second": 1 / per_frame, "timings": seconds, "caption": text}
@@ -135,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream_parser.add_argument("--sample_fps", type=float, default=2.0, help="frames read per second of video")
     stream_parser.add_argument("--max_frames", type=int, default=32)
     stream_parser.add_argument("--gif_fps", type=float, default=4.0)
+    stream_parser.add_argument(
+        "--vae", default=None, help="AutoencoderKL (name or dir) of a model trained on sd-vae targets"
+    )
     stream_parser.set_defaults(run=stream)
     return parser
 

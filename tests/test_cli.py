@@ -6,6 +6,7 @@ import sys
 import pytest
 from PIL import Image
 from test_processing import make_processor
+from test_targets import tiny_vae_dir  # noqa: F401 - a fixture
 from test_video_processing import write_video
 from tiny import tiny_config
 
@@ -13,9 +14,7 @@ from foveated_vlm import FoveatedVLMForConditionalGeneration
 from foveated_vlm.cli import main
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("checkpoint")
+def save_checkpoint(directory, **overrides):
     processor = make_processor(num_frames=4)
     ids = {name: getattr(processor, f"{name}_token_id") for name in ("video_start", "frame", "video_end")}
     config = tiny_config(
@@ -31,10 +30,16 @@ def checkpoint(tmp_path_factory):
         video_start_token_id=ids["video_start"],
         frame_token_id=ids["frame"],
         video_end_token_id=ids["video_end"],
+        **overrides,
     )
     FoveatedVLMForConditionalGeneration(config).save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("checkpoint"))
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +122,42 @@ def test_overlay_tints_only_attention_above_uniform():
     tinted = overlay_fixation(image, peaked)
     assert tinted[0, 0, 0] > 200 and tinted[0, 0, 1] < 100  # the attended corner turns red
     assert np.array_equal(tinted[4:, 4:], image[4:, 4:])  # the rest does not
+
+
+def test_stream_decodes_predicted_latents_with_a_vae(tmp_path_factory, tiny_vae_dir, video, tmp_path):  # noqa: F811
+    # The tiny VAE halves the frame: 4 x 16 x 16 latents for 32 px frames.
+    latent_model = save_checkpoint(tmp_path_factory.mktemp("latent"), target_channels=4, target_size=16)
+    out = tmp_path / "vae.gif"
+    main(
+        [
+            "stream",
+            "--model",
+            str(latent_model),
+            str(video),
+            "--out",
+            str(out),
+            "--sample_fps",
+            "4",
+            "--max_frames",
+            "3",
+            "--max_new_tokens",
+            "2",
+            "--vae",
+            str(tiny_vae_dir),
+        ]
+    )
+    gif = Image.open(out)
+    assert gif.n_frames == 3 and gif.size[0] == 3 * gif.size[1]  # the predicted-frame panel is there
+    with pytest.raises(SystemExit, match="4-channel latents; the model predicts 3"):
+        main(
+            [
+                "stream",
+                "--model",
+                str(save_checkpoint(tmp_path / "pixels")),
+                str(video),
+                "--out",
+                str(out),
+                "--vae",
+                str(tiny_vae_dir),
+            ]
+        )
