@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from datasets_scripts.pipeline import DATASETS, VideoTextCollator, build_dataset
-from foveated_vlm import build_target_encoder
+from datasets_scripts.pipeline import DATASETS, build_dataset
+from foveated_vlm import VideoTextCollator, build_target_encoder
+from foveated_vlm.evaluation import evaluate_model
 from foveated_vlm.presets import PRESETS, build_model_and_processor, preset_flags
 from foveated_vlm.trainer_foveated import FoveatedTrainer
 
@@ -105,8 +106,16 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     train_seconds = time.perf_counter() - start
 
-    evaluation = trainer.evaluate()
-    metrics = {key.removeprefix("eval_"): value for key, value in evaluation.items()}
+    # The same metrics as `foveated-vlm evaluate`, on the held-out stream.
+    metrics = evaluate_model(
+        model,
+        processor,
+        stream(training_args.seed + data_args.data_seed_offset),
+        num_videos=data_args.eval_videos,
+        batch_size=training_args.per_device_eval_batch_size,
+        target_encoder=target_encoder,
+        progress=not training_args.disable_tqdm,
+    )
     metrics.update(train_seconds=train_seconds, steps=trainer.state.global_step, preset=model_args.preset)
     trainer.save_model(training_args.output_dir)  # model, its code and the processor
     with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as handle:
@@ -115,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         json.dump(trainer.state.log_history, handle, indent=2)
     with open(os.path.join(training_args.output_dir, "train_args.json"), "w") as handle:
         json.dump({"model": asdict(model_args), "data": asdict(data_args)}, handle, indent=2)
-    print(json.dumps({k: metrics[k] for k in sorted(metrics) if not k.endswith("_per_second")}, indent=2))
+    print(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 
 

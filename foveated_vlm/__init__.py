@@ -11,6 +11,7 @@ from transformers.models.auto.processing_auto import AutoProcessor
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
 from .configuration_foveated import FoveatedVLMConfig
+from .data_collator import VideoTextCollator
 from .encoder_foveated import FoveatedEncoder, VisionKVCache
 from .modeling_foveated import (
     VIDEO_TOKENS,
@@ -41,6 +42,7 @@ __all__ = [
     "PixelTargetEncoder",
     "SDVAETargetEncoder",
     "build_target_encoder",
+    "VideoTextCollator",
 ]
 
 AutoConfig.register(FoveatedVLMConfig.model_type, FoveatedVLMConfig, exist_ok=True)

@@ -2,6 +2,7 @@
 
     foveated-vlm caption --model DIR VIDEO [--prompt TEXT]          # prints the caption
     foveated-vlm stream  --model DIR VIDEO --out FILE.gif           # frame by frame, fixations drawn, fps printed
+    foveated-vlm evaluate --model DIR --dataset NAME --json OUT.json # held-out metrics, fine vs coarse
 
 `stream` pushes the video's frames one at a time through `model.stream`, draws where the fine (planned) and
 coarse (static) queries looked on every frame and the predicted next frame beside the real one (models trained
@@ -125,6 +126,39 @@ def stream(args) -> dict:
     return {"frames": len(pictures), "frames_per_second": 1 / per_frame, "timings": seconds, "caption": text}
 
 
+def evaluate(args) -> dict:
+    import json
+
+    from datasets_scripts.pipeline import build_dataset
+
+    from .evaluation import evaluate_model
+    from .targets import build_target_encoder
+
+    model, processor = _load(args.model)
+    config, video_processor = model.config, processor.video_processor
+    if config.target_channels == 4:
+        target_encoder = build_target_encoder("sd-vae", target_size=config.target_size, vae_name_or_path=args.vae)
+    else:
+        target_encoder = build_target_encoder("pixels", target_size=config.target_size)
+    samples = build_dataset(
+        args.dataset,
+        seed=args.seed,
+        frame_size=video_processor.size,
+        num_frames=video_processor.num_frames,
+        task=args.task,
+    )
+    metrics = evaluate_model(
+        model, processor, samples, num_videos=args.num_videos, batch_size=args.batch_size, target_encoder=target_encoder
+    )
+    metrics.update(dataset=args.dataset, seed=args.seed, model=args.model)
+    text = json.dumps(metrics, indent=2)
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(text + "\n")
+    print(text)
+    return metrics
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="foveated-vlm", description="Foveated video VLM: caption and stream videos.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--vae", default=None, help="AutoencoderKL (name or dir) of a model trained on sd-vae targets"
     )
     stream_parser.set_defaults(run=stream)
+
+    evaluate_parser = commands.add_parser("evaluate", help="held-out metrics of both passes")
+    evaluate_parser.add_argument("--model", required=True, help="a checkpoint directory (model and processor)")
+    evaluate_parser.add_argument("--dataset", required=True, help="a dataset name (see datasets_scripts.pipeline)")
+    evaluate_parser.add_argument("--task", default="caption", help="synthetic task: caption or clutter")
+    evaluate_parser.add_argument("--seed", type=int, default=1, help="stream seed; training used --seed (0)")
+    evaluate_parser.add_argument("--num_videos", type=int, default=64)
+    evaluate_parser.add_argument("--batch_size", type=int, default=8)
+    evaluate_parser.add_argument("--vae", default="stabilityai/sd-vae-ft-mse", help="for models on sd-vae targets")
+    evaluate_parser.add_argument("--json", default=None, help="write the metrics here")
+    evaluate_parser.set_defaults(run=evaluate)
     return parser
 
 

@@ -4,8 +4,8 @@ import torch
 from test_processing import make_processor
 from tiny import tiny_config
 
-from datasets_scripts.pipeline import VideoTextCollator, build_dataset
-from foveated_vlm import FoveatedVLMForConditionalGeneration, build_target_encoder
+from datasets_scripts.pipeline import build_dataset
+from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator, build_target_encoder
 
 
 def samples(n=3, frame_size=32, frames=4, seed=0):

@@ -1,0 +1,116 @@
+"""Held-out evaluation: per-sample losses, metric keys, answer accuracy by choice scoring, the CLI."""
+
+import json
+
+import pytest
+import torch
+from test_cli import checkpoint, save_checkpoint, video  # noqa: F401 - fixtures
+from test_processing import make_processor
+
+from datasets_scripts.pipeline import build_dataset
+from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator, build_target_encoder
+from foveated_vlm.cli import main
+from foveated_vlm.evaluation import evaluate_model, per_sample_caption_losses
+
+
+def tiny_model_and_processor(tmp_path):
+    directory = save_checkpoint(tmp_path / "model")
+    return FoveatedVLMForConditionalGeneration.from_pretrained(directory).eval(), make_processor(num_frames=4)
+
+
+def samples(task="caption", n=5, seed=3):
+    stream = iter(build_dataset("synthetic", seed=seed, frame_size=32, num_frames=4, task=task))
+    return [next(stream) for _ in range(n)]
+
+
+def test_per_sample_caption_losses_are_row_means(tmp_path):
+    model, processor = tiny_model_and_processor(tmp_path)
+    batch = VideoTextCollator(processor)(samples(n=3))
+    with torch.no_grad():
+        out = model.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values_videos=batch["pixel_values_videos"],
+        )
+        rows = per_sample_caption_losses(model, out.last_hidden_state, batch["labels"])
+        for row in range(3):
+            logits = model.lm_head(out.last_hidden_state[row, :-1])
+            expected = torch.nn.functional.cross_entropy(logits, batch["labels"][row, 1:], ignore_index=-100)
+            torch.testing.assert_close(rows[row], expected)
+
+
+def test_evaluate_model_reports_both_passes(tmp_path):
+    model, processor = tiny_model_and_processor(tmp_path)
+    metrics = evaluate_model(
+        model,
+        processor,
+        iter(samples(n=5)),
+        num_videos=5,
+        batch_size=2,
+        target_encoder=build_target_encoder("pixels", target_size=8),
+        progress=False,
+    )
+    assert metrics["num_videos"] == 5
+    for key in (
+        "loss_fine",
+        "loss_coarse",
+        "ratio",
+        "caption_loss_fine",
+        "caption_loss_coarse",
+        "caption_ratio",
+        "fixation_entropy_fine",
+        "fixation_entropy_coarse",
+        "psnr_fine",
+        "psnr_coarse",
+    ):
+        assert isinstance(metrics[key], float), key
+    assert metrics["ratio"] == pytest.approx(metrics["loss_coarse"] / metrics["loss_fine"])
+    assert "accuracy_fine" not in metrics  # captions define no answer among choices
+
+
+def test_accuracy_is_the_choice_each_pass_finds_most_likely(tmp_path):
+    model, processor = tiny_model_and_processor(tmp_path)
+    clips = samples("clutter", n=6)
+    metrics = evaluate_model(model, processor, iter(clips), num_videos=6, batch_size=4, progress=False)
+    collator = VideoTextCollator(processor)
+    right = {"fine": 0, "coarse": 0}
+    for clip in clips:  # brute force: one forward per clip and choice
+        truth = json.loads(clip["ground_truth"])
+        scores = {"fine": [], "coarse": []}
+        for answer in truth["answers"]:
+            out = model(**collator([dict(clip, answer=answer)]))
+            scores["fine"].append(out.caption_loss_fine.item())
+            scores["coarse"].append(out.caption_loss_coarse.item())
+        for name in right:
+            right[name] += int(min(range(len(scores[name])), key=scores[name].__getitem__) == truth["label"])
+    assert metrics["accuracy_fine"] == pytest.approx(right["fine"] / 6)
+    assert metrics["accuracy_coarse"] == pytest.approx(right["coarse"] / 6)
+
+
+def test_evaluate_command_writes_json(checkpoint, tmp_path):  # noqa: F811
+    out = tmp_path / "metrics.json"
+    main(
+        [
+            "evaluate",
+            "--model",
+            str(checkpoint),
+            "--dataset",
+            "synthetic",
+            "--task",
+            "clutter",
+            "--num_videos",
+            "3",
+            "--batch_size",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
+    metrics = json.loads(out.read_text())
+    assert metrics["num_videos"] == 3 and 0 <= metrics["accuracy_fine"] <= 1 and "ratio" in metrics
+
+
+def test_an_empty_stream_is_an_error(tmp_path):
+    model, processor = tiny_model_and_processor(tmp_path)
+    with pytest.raises(ValueError, match="gave no samples"):
+        evaluate_model(model, processor, iter([]), num_videos=4, progress=False)
