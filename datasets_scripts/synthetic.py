@@ -321,8 +321,11 @@ def clip_seed(seed: int, index: int) -> int:
 
 
 def _sample(clip):
+    # The id names the task too: the same clip seed draws a different scene under another task or question.
+    truth = clip.ground_truth
+    video_id = f"synthetic-{truth['task']}-{truth['question'] or 'describe'}-{clip.seed}"
     return {"frames": clip.frames, "prompt": clip.prompt, "answer": clip.answer, "caption": clip.caption,
-            "ground_truth": clip.ground_truth, "seed": clip.seed}  # fmt: skip
+            "ground_truth": truth, "seed": clip.seed, "video_id": video_id}  # fmt: skip
 
 
 def synthetic_stream(config: SyntheticVideoConfig | None = None, seed: int = 0, start: int = 0):
@@ -339,7 +342,7 @@ def synthetic_features(config: SyntheticVideoConfig | None = None) -> Features:
     shape = (config.num_frames, config.frame_size, config.frame_size, 3)
     text = Value("string")
     return Features({"frames": Array4D(shape, "uint8"), "prompt": text, "answer": text, "caption": text,
-                     "ground_truth": text, "seed": Value("int64")})  # fmt: skip
+                     "ground_truth": text, "seed": Value("int64"), "video_id": text})  # fmt: skip
 
 
 def _generate_shards(shards, shard_size, config, seed, start):

@@ -1,0 +1,291 @@
+"""LLaVA-Video-178K (`lmms-lab/LLaVA-Video-178K`, Zhang et al. 2024, https://arxiv.org/abs/2410.02713) as a stream
+of video samples.
+
+On the Hub the dataset has one config per subset (`0_30_s_academic_v0_1`, `30_60_s_youtube_v0_1`, ...), whose splits
+`caption`, `open_ended` and `multi_choice` are annotation JSON files (`<subset>/*cap*.json`, `*oe*.json`, `*mc*.json`),
+and whose videos ship in `<subset>/<subset>_videos_<N>.tar.gz` shards of about 5 GB. An annotation record is
+
+    {"id": ..., "video": "relative/path.mp4", "data_source": ...,
+     "conversations": [{"from": "human", "value": "<image>\\nQuestion"}, {"from": "gpt", "value": "Answer"}, ...]}
+
+Videos are read either from a folder the shards were extracted into (`video_root`, random access by path) or straight
+out of the `.tar.gz` shards (`shards`): each shard is read once, front to back (`tarfile` mode `"r|gz"`, which never
+seeks), and each member's bytes are decoded from memory, so memory stays at one video whatever the shard size, and a
+shard may be a local file or an `hf://` URL read over the network (`hub_files`). Members are joined to annotations by
+relative path; members nobody annotated are skipped.
+
+Every human turn followed by a gpt turn becomes one sample (prompt: the human text without its `<image>`/`<video>`
+tag; answer: the gpt text). LLaVA-Video-178K's multi-turn records ask independent questions about one video, so each
+pair stands alone, and a video decoded once serves all of its pairs (and all records that name it). Samples of one
+video come out back to back: shuffle with a buffer (`dataset.shuffle(buffer_size=...)`) before training.
+
+Failures are counted by reason in a `SampleFailures` and never end the stream: "bad_annotation" (missing keys, roles
+out of order, no gpt turn, empty text), "missing_file" (a video absent from `video_root`, or absent from every shard),
+"decode" (an unreadable video) and "truncated_shard" (a shard that ends early; what was read before still counts).
+"""
+
+import functools
+import json
+import logging
+import posixpath
+import re
+import tarfile
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import fsspec
+from datasets import Array4D, Features, IterableDataset, Value
+
+from datasets_scripts.faults import SampleFailures
+from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor
+
+__all__ = [
+    "HUB_REPO",
+    "SPLITS",
+    "AnnotationError",
+    "hub_files",
+    "iter_llava_video",
+    "llava_video_dataset",
+    "llava_video_features",
+    "parse_conversation",
+]
+
+logger = logging.getLogger(__name__)
+
+HUB_REPO = "lmms-lab/LLaVA-Video-178K"
+SPLITS = {"caption": "cap", "open_ended": "oe", "multi_choice": "mc"}  # split -> file name part, as the card's globs
+_MEDIA_TAG = re.compile(r"<(?:image|video)>")
+# What a shard that ends early (cut download, partial copy) raises while tarfile/gzip read on.
+_TRUNCATED = (EOFError, tarfile.ReadError, zlib.error)
+
+
+class AnnotationError(ValueError):
+    """An annotation record that cannot become a sample."""
+
+
+def hub_files(subset: str, splits=tuple(SPLITS), revision: str | None = None) -> tuple[list[str], list[str]]:
+    """`hf://` URLs of a subset's annotation files (for `splits`) and video shards (in shard order), resolved on the
+    Hub by name. Pass them to `llava_video_dataset`: the JSON is read once, the shards are streamed."""
+    from huggingface_hub import HfFileSystem  # only this function talks to the Hub
+
+    filesystem = HfFileSystem()
+    base = f"datasets/{HUB_REPO}{'@' + revision if revision else ''}/{subset}"
+    annotations = [path for split in splits for path in sorted(filesystem.glob(f"{base}/*{SPLITS[split]}*.json"))]
+    shards = filesystem.glob(f"{base}/{subset}_videos_*.tar.gz")
+    shards.sort(key=lambda path: int(re.search(r"_videos_(\d+)\.tar\.gz$", path).group(1)))
+    return [f"hf://{path}" for path in annotations], [f"hf://{path}" for path in shards]
+
+
+def parse_conversation(record) -> list[tuple[str, str]]:
+    """A record -> its (prompt, answer) pairs, in order. Raises `AnnotationError` unless the record has an `id`, a
+    `video` path and `conversations` alternating human and gpt turns of non-empty text."""
+    if not isinstance(record, dict):
+        raise AnnotationError(f"a record must be a JSON object, got {type(record).__name__}")
+    missing = [key for key in ("id", "video", "conversations") if key not in record]
+    if missing:
+        raise AnnotationError(f"missing keys {missing}")
+    if _video_key(record["video"]) is None:
+        raise AnnotationError(f"video must be a relative path, got {record['video']!r}")
+    turns = record["conversations"]
+    if not isinstance(turns, list) or not turns or len(turns) % 2:
+        raise AnnotationError("conversations must be a non-empty list of human/gpt pairs")
+    pairs = []
+    for human, gpt in zip(turns[::2], turns[1::2], strict=True):
+        if not (isinstance(human, dict) and isinstance(gpt, dict)):
+            raise AnnotationError("a turn must be a JSON object")
+        if (human.get("from"), gpt.get("from")) != ("human", "gpt"):
+            raise AnnotationError(f"turns must alternate human, gpt; got {human.get('from')}, {gpt.get('from')}")
+        prompt, answer = human.get("value"), gpt.get("value")
+        if not (isinstance(prompt, str) and isinstance(answer, str)):
+            raise AnnotationError("a turn's value must be text")
+        prompt, answer = _MEDIA_TAG.sub("", prompt).strip(), answer.strip()
+        if not (prompt and answer):
+            raise AnnotationError("empty prompt or answer")
+        pairs.append((prompt, answer))
+    return pairs
+
+
+def _classify(error: Exception) -> str:
+    if isinstance(error, AnnotationError):
+        return "bad_annotation"
+    if isinstance(error, FileNotFoundError):
+        return "missing_file"
+    if isinstance(error, _TRUNCATED):
+        return "truncated_shard"
+    return "decode"  # VideoDecodeError, and anything else a broken file makes the decoder raise
+
+
+def _raise(error: Exception):
+    """A `work` for `SampleFailures.attempt` that only fails: counts what was found outside a record's conversion."""
+
+    def work():
+        raise error
+
+    return work
+
+
+def _load_records(annotation_files) -> list:
+    """Every record of every annotation file (a JSON list, as on the Hub), in order."""
+    records = []
+    for file in annotation_files:
+        with fsspec.open(str(file), "rt", encoding="utf-8") as handle:
+            records += json.load(handle)
+    return records
+
+
+def _video_key(path) -> str | None:
+    """A record's `video` or a tar member's name as a normalised relative POSIX path (None if not a path)."""
+    if not isinstance(path, str) or not path.strip():
+        return None
+    return posixpath.normpath(path.strip()).lstrip("/")
+
+
+def _samples(record, frames, failures: SampleFailures, video_id: str | None):
+    """The samples of one record, with `frames()` decoding its video; a failure is counted under its reason."""
+    record_id = str(record.get("id")) if isinstance(record, dict) else "?"
+    converted = failures.attempt(record_id, lambda: (parse_conversation(record), frames()), _classify)
+    if converted is None:
+        return
+    pairs, decoded = converted
+    for prompt, answer in pairs:
+        yield {"frames": decoded, "prompt": prompt, "answer": answer, "video_id": video_id}
+
+
+def _decoder(video_processor: FoveatedVideoProcessor, num_frames: int):
+    def decode(video):  # path or bytes -> [T, H, W, 3] uint8, only the sampled frames decoded
+        frames, _, _ = video_processor.load_frames(video, num_frames=num_frames)  # [T, 3, H, W]
+        return frames.permute(0, 2, 3, 1).numpy()
+
+    return decode
+
+
+def _iter_folder(records, video_root, decode, failures):
+    for record in records:
+        key = _video_key(record.get("video")) if isinstance(record, dict) else None
+
+        def frames(key=key):  # called only once the record parsed, so `key` is a path
+            path = Path(video_root, key)
+            if not path.is_file():
+                raise FileNotFoundError(f"no video at {path}")
+            return decode(str(path))
+
+        yield from _samples(record, frames, failures, key)
+
+
+def _shard_members(shard):
+    """(name, bytes) of each file in a `.tar.gz` shard, read front to back: no seek, no extraction to disk."""
+    with fsspec.open(str(shard), "rb") as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
+        for member in tar:
+            # Stream mode keeps every TarInfo it has read; drop them so memory stays bounded over a 5 GB shard.
+            tar.members.clear()
+            if member.isfile():
+                yield member.name, tar.extractfile(member).read()
+
+
+def _iter_shards(shards, index, unindexed, first_shard, total_shards, decode, failures):
+    if first_shard in shards:  # records that name no video cannot be joined; exactly one worker counts them
+        for record in unindexed:
+            record_id = str(record.get("id")) if isinstance(record, dict) else "?"
+            failures.attempt(record_id, _raise(AnnotationError("the record names no video")), _classify)
+    seen = set()
+    for shard in shards:
+        try:
+            for name, data in _shard_members(shard):
+                # A shard may pack the annotated paths under a folder of its own: try shorter and shorter suffixes.
+                parts = _video_key(name).split("/")
+                suffixes = ("/".join(parts[i:]) for i in range(len(parts)))
+                key = next((suffix for suffix in suffixes if suffix in index), None)
+                if key is None or key in seen:
+                    continue
+                seen.add(key)
+                frames = functools.cache(functools.partial(decode, data))  # decoded once for all its records
+                for record in index[key]:
+                    yield from _samples(record, frames, failures, key)
+        except _TRUNCATED as error:
+            failures.attempt(str(shard), _raise(error), _classify)
+    if len(shards) == total_shards:  # only a worker that read every shard knows which videos no shard holds
+        for key in sorted(index.keys() - seen):
+            for record in index[key]:
+                failures.attempt(str(record.get("id")), _raise(FileNotFoundError(f"{key} is in no shard")), _classify)
+    else:
+        logger.info("llava_video: %d annotated videos are not in this worker's shards", len(index.keys() - seen))
+
+
+def iter_llava_video(
+    annotation_files,
+    *,
+    num_frames: int,
+    video_root=None,
+    shards=None,
+    video_processor: FoveatedVideoProcessor | None = None,
+    failures: SampleFailures | None = None,
+):
+    """Yield the samples of `annotation_files` (local paths or fsspec URLs), with videos from `video_root` or
+    streamed from the `.tar.gz` `shards` (exactly one of the two), counting skips in `failures`.
+
+    Samples are `{"frames": uint8 [T, H, W, 3], "prompt", "answer", "video_id"}`, `video_id` being the video's
+    relative path (so targets precomputed per video serve every question about it)."""
+    yield from _generate(**_plan(annotation_files, num_frames, video_root, shards, video_processor), failures=failures)
+
+
+def _plan(annotation_files, num_frames, video_root, shards, video_processor) -> dict:
+    """The generator's keyword arguments; its one list (records or shards) is what `datasets` splits over workers."""
+    if (video_root is None) == (shards is None):
+        raise ValueError("pass exactly one of video_root (an extracted folder) and shards (the .tar.gz files)")
+    records = _load_records([annotation_files] if isinstance(annotation_files, (str, Path)) else annotation_files)
+    if not records:
+        raise ValueError(f"no annotation records in {annotation_files}")
+    kwargs = {"video_processor": video_processor or FoveatedVideoProcessor(), "num_frames": num_frames}
+    if video_root is not None:
+        return kwargs | {"records": records, "video_root": str(video_root)}
+    shards = [str(shard) for shard in ([shards] if isinstance(shards, (str, Path)) else shards)]
+    if not shards:
+        raise ValueError("shards is empty; pass at least one .tar.gz file")
+    index, unindexed = defaultdict(list), []
+    for record in records:
+        key = _video_key(record.get("video")) if isinstance(record, dict) else None
+        (index[key] if key else unindexed).append(record)
+    # Only `shards` may be a list: `datasets` splits every list in gen_kwargs, so the rest travel as tuples/dicts.
+    return kwargs | {"shards": shards, "index": dict(index), "unindexed": tuple(unindexed), "first_shard": shards[0],
+                     "total_shards": len(shards)}  # fmt: skip
+
+
+def _generate(video_processor, num_frames, failures=None, records=None, video_root=None, **shard_kwargs):
+    failures = failures if failures is not None else SampleFailures("llava_video")
+    decode = _decoder(video_processor, num_frames)
+    if records is not None:
+        yield from _iter_folder(records, video_root, decode, failures)
+    else:
+        yield from _iter_shards(**shard_kwargs, decode=decode, failures=failures)
+    logger.info("llava_video: %s", failures.summary())
+
+
+def llava_video_features() -> Features:
+    """Frames keep each video's own resolution (the processor resizes), so only T and the channels are fixed."""
+    text = Value("string")
+    return Features({"frames": Array4D((None, None, None, 3), "uint8"), "prompt": text, "answer": text,
+                     "video_id": text})  # fmt: skip
+
+
+def llava_video_dataset(
+    annotation_files,
+    *,
+    num_frames: int,
+    video_root=None,
+    shards=None,
+    video_processor: FoveatedVideoProcessor | None = None,
+    failures: SampleFailures | None = None,
+) -> IterableDataset:
+    """`iter_llava_video` as a `datasets.IterableDataset`.
+
+    With `shards`, the shard files are what `split_dataset_by_node` and DataLoader workers divide, so each rank reads
+    whole, different shards: give at least as many shards as ranks x workers. With `video_root`, the records are
+    divided instead. Either way the ranks' samples are disjoint. `failures` is shared only within one process (each
+    DataLoader worker counts its own copy, and each logs its summary when its stream ends).
+
+        annotations, shards = hub_files("0_30_s_academic_v0_1", splits=["caption"])
+        dataset = llava_video_dataset(annotations, shards=shards, num_frames=8)
+    """
+    kwargs = _plan(annotation_files, num_frames, video_root, shards, video_processor) | {"failures": failures}
+    return IterableDataset.from_generator(_generate, features=llava_video_features(), gen_kwargs=kwargs)
