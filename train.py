@@ -6,7 +6,9 @@
 
 A preset is a set of default flags; flags given on the command line win. The run writes to `--output_dir` a
 checkpoint that `from_pretrained` loads (model with its code, and the processor), `metrics.json` with the
-held-out fine/coarse losses, their ratios and the fixation entropies, and `log_history.json` (every logged step).
+held-out fine/coarse losses, their ratios and the fixation entropies, `log_history.json` (every logged step),
+`figures/` (where the static and the planned queries looked, frame by frame, PNG and GIF; the loss curves) and a
+filled model card `README.md`, which `--push_to_hub` uploads with the rest.
 """
 
 import json
@@ -15,12 +17,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from datasets.distributed import split_dataset_by_node
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from datasets_scripts.pipeline import DATASETS, build_dataset
 from foveated_vlm import VideoTextCollator, build_target_encoder
 from foveated_vlm.evaluation import evaluate_model
+from foveated_vlm.finetuning import add_lora, freeze, merge_lora
 from foveated_vlm.presets import PRESETS, build_model_and_processor, preset_flags
+from foveated_vlm.reporting import fixation_figures, loss_curves, write_model_card
 from foveated_vlm.trainer_foveated import FoveatedTrainer
 
 
@@ -47,6 +52,12 @@ class ModelArguments:
     coarse_loss_weight: float = 1.0
     freeze_vision: bool = False
     freeze_language_model: bool = False
+    lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the language model; 0 trains it fully"})
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    backbone_learning_rate: float | None = field(
+        default=None, metadata={"help": "learning rate of the vision encoder and language model (default: the same)"}
+    )
 
 
 @dataclass
@@ -76,54 +87,99 @@ def parse(argv: list[str]):
     return parser.parse_args_into_dataclasses(args=preset_flags(preset) + argv)
 
 
+def check_arguments(model_args, data_args, training_args) -> None:
+    """Conflicting or unusable settings are an error before any work."""
+    if model_args.reconstruction_loss_weight <= 0 and (
+        model_args.caption_loss_weight <= 0 or not data_args.train_captions
+    ):
+        raise SystemExit("nothing to train: the reconstruction weight is 0 and captions are off or weighted 0")
+    if data_args.task != "caption" and data_args.dataset != "synthetic":
+        raise SystemExit(f"--task {data_args.task} is a synthetic task; --dataset {data_args.dataset} has its own")
+    if model_args.lora_rank and training_args.resume_from_checkpoint:
+        raise SystemExit("resuming a LoRA run is not supported yet: its checkpoints hold adapter weights")
+    if model_args.lora_rank and model_args.freeze_language_model:
+        raise SystemExit("--lora_rank trains adapters on the language model; it conflicts with --freeze_language_model")
+    existing = os.path.join(training_args.output_dir, "config.json")
+    if os.path.exists(existing):
+        with open(existing) as handle:
+            model_type = json.load(handle).get("model_type")
+        if model_type != "foveated_vlm":
+            raise SystemExit(
+                f"--output_dir {training_args.output_dir} holds another model (model_type {model_type!r}); "
+                "choose another directory"
+            )
+
+
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse(sys.argv[1:] if argv is None else argv)
+    check_arguments(model_args, data_args, training_args)
     set_seed(training_args.seed)
     model, processor = build_model_and_processor(model_args, data_args)
+    freeze(model, vision=model_args.freeze_vision, language_model=model_args.freeze_language_model)
+    if model_args.lora_rank:
+        add_lora(model, model_args.lora_rank, model_args.lora_alpha, model_args.lora_dropout)
     target_encoder = None
     if model_args.reconstruction_loss_weight > 0:
         target_encoder = build_target_encoder(data_args.target, target_size=model.config.target_size)
 
-    def stream(seed):
-        return build_dataset(
+    def stream(seed, shard: bool = False):
+        dataset = build_dataset(
             data_args.dataset,
             seed=seed,
             frame_size=data_args.frame_size,
             num_frames=data_args.num_frames,
             task=data_args.task,
         )
+        if shard and training_args.world_size > 1:  # each rank reads its own part of the stream
+            dataset = split_dataset_by_node(
+                dataset, rank=training_args.process_index, world_size=training_args.world_size
+            )
+        return dataset
+
+    held_out_seed = training_args.seed + data_args.data_seed_offset
+    training_args.accelerator_config.dispatch_batches = False  # ranks read their own shards, nothing to dispatch
 
     trainer = FoveatedTrainer(
         model=model,
         args=training_args,
-        train_dataset=stream(training_args.seed),
-        eval_dataset=stream(training_args.seed + data_args.data_seed_offset).take(data_args.eval_videos),
+        train_dataset=stream(training_args.seed, shard=True),
+        eval_dataset=stream(held_out_seed).take(data_args.eval_videos),
         data_collator=VideoTextCollator(processor, target_encoder, train_captions=data_args.train_captions),
         processing_class=processor,
+        backbone_learning_rate=model_args.backbone_learning_rate,
     )
     print(startup_summary(model, model_args, data_args, training_args), flush=True)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     train_seconds = time.perf_counter() - start
 
+    merge_lora(model)  # export plain weights
+    trainer.save_model(training_args.output_dir)  # model, its code and the processor (every rank takes part)
+    if not trainer.is_world_process_zero():
+        return {}
     # The same metrics as `foveated-vlm evaluate`, on the held-out stream.
     metrics = evaluate_model(
         model,
         processor,
-        stream(training_args.seed + data_args.data_seed_offset),
+        stream(held_out_seed),
         num_videos=data_args.eval_videos,
         batch_size=training_args.per_device_eval_batch_size,
         target_encoder=target_encoder,
         progress=not training_args.disable_tqdm,
     )
     metrics.update(train_seconds=train_seconds, steps=trainer.state.global_step, preset=model_args.preset)
-    trainer.save_model(training_args.output_dir)  # model, its code and the processor
     with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as handle:
         json.dump(metrics, handle, indent=2)
     with open(os.path.join(training_args.output_dir, "log_history.json"), "w") as handle:
         json.dump(trainer.state.log_history, handle, indent=2)
+    run_args = {"model": asdict(model_args), "data": asdict(data_args)}
     with open(os.path.join(training_args.output_dir, "train_args.json"), "w") as handle:
-        json.dump({"model": asdict(model_args), "data": asdict(data_args)}, handle, indent=2)
+        json.dump(run_args, handle, indent=2)
+    output = training_args.output_dir
+    figures = fixation_figures(model, processor, stream(held_out_seed), output, target_encoder=target_encoder)
+    curves = loss_curves(trainer.state.log_history, os.path.join(output, "figures", "loss_curves.png"))
+    run_args["training"] = training_args.to_dict()
+    write_model_card(output, metrics, run_args, figures=[path for path in [curves] if path] + figures)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 

@@ -20,7 +20,7 @@ from .processing_foveated import FoveatedVLMProcessor
 __all__ = ["PRESETS", "build_model_and_processor", "load_tokenizer", "preset_flags", "smollm2_gguf_path"]
 
 _COMMON = {
-    "--report_to": "none",
+    "--report_to": "tensorboard",  # event files in <output_dir>/runs; --report_to wandb works when installed
     "--remove_unused_columns": "False",  # the collator reads the raw frames/prompt/answer columns
     "--save_strategy": "no",
     "--prediction_loss_only": "True",  # evaluation reports losses and ratios; it never needs all logits
@@ -79,8 +79,18 @@ def _split_gguf(name: str) -> tuple[str, dict]:
 
 
 def load_tokenizer(name: str):
+    """A tokenizer by name; the GGUF one is converted once and cached (parsing the GGUF file takes seconds)."""
+    if name != "smollm2-gguf":
+        return AutoTokenizer.from_pretrained(name)
+    cache = os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "foveated_vlm", "smollm2-135m-instruct"
+    )
+    if os.path.exists(os.path.join(cache, "tokenizer_config.json")):
+        return AutoTokenizer.from_pretrained(cache)
     path, kwargs = _split_gguf(name)
-    return AutoTokenizer.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    tokenizer.save_pretrained(cache)
+    return tokenizer
 
 
 def build_model_and_processor(model_args, data_args):
@@ -134,8 +144,4 @@ def build_model_and_processor(model_args, data_args):
         )
     processor = FoveatedVLMProcessor.from_tokenizer(tokenizer, config=model.config, num_frames=data_args.num_frames)
     processor.check_model_config(model.config)
-    if model_args.freeze_vision:
-        model.foveated_encoder.vision_model.requires_grad_(False)
-    if model_args.freeze_language_model:
-        model.model.language_model.requires_grad_(False)
     return model, processor

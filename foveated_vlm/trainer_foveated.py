@@ -7,10 +7,13 @@ of both passes (nats over the patch grid; lower is more selective). Evaluation r
 `eval_` prefix.
 """
 
+import os
 from collections import defaultdict
 
 import torch
 from transformers import Trainer
+
+from .finetuning import optimizer_groups
 
 __all__ = ["FoveatedTrainer", "fixation_entropy", "ratio_metrics"]
 
@@ -38,10 +41,43 @@ class FoveatedTrainer(Trainer):
 
     _PASS_METRICS = ("loss_fine", "loss_coarse", "caption_loss_fine", "caption_loss_coarse")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, backbone_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.backbone_learning_rate = backbone_learning_rate
         self._sums = {"train": defaultdict(float), "eval": defaultdict(float)}
         self._counts = {"train": 0, "eval": 0}
+
+    def create_optimizer(self, model=None):
+        """With `backbone_learning_rate`, the pretrained towers learn at that rate, the new parts at the usual one."""
+        if self.backbone_learning_rate is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        groups = optimizer_groups(
+            model,
+            self.args.learning_rate,
+            self.backbone_learning_rate,
+            self.args.weight_decay,
+            set(self.get_decay_parameter_names(model)),
+        )
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def create_model_card(self, *args, **kwargs):
+        """Keep the card train.py wrote (`foveated_vlm.reporting.write_model_card`): `push_to_hub` calls this
+        right before uploading, and the Trainer's generic card would replace it."""
+        if not os.path.exists(os.path.join(self.args.output_dir, "README.md")):
+            super().create_model_card(*args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Restore weights with `from_pretrained`, strictly.
+
+        transformers saves DINOv3's `model.layer.N` weights as `layer.N`, and the Trainer's own loader reads the
+        file without mapping them back, which would leave the ViT at its initial weights with only a warning.
+        """
+        model = self.model if model is None else model
+        restored = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        model.load_state_dict(restored.state_dict(), strict=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Losses come from the supervised positions; full-vocabulary logits of every position are never read here.

@@ -1,6 +1,7 @@
 """train.py end to end on the embedded default (few steps), its checkpoint, and its argument handling."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -66,6 +67,12 @@ def test_default_preset_runs_and_writes_its_outputs(trained):
     assert saved["ratio"] == pytest.approx(saved["loss_coarse"] / saved["loss_fine"])
     logged = [entry for entry in json.loads((output / "log_history.json").read_text()) if "loss" in entry]
     assert len(logged) == 3
+    card = (output / "README.md").read_text()
+    assert card.startswith("---") and f"{saved['loss_fine']:.4f}"[:5] in card
+    assert sorted(p.name for p in (output / "figures").iterdir()) == sorted(
+        ["loss_curves.png"] + [f"fixations_{i:02d}.{ext}" for i in range(4) for ext in ("png", "gif")]
+    )
+    assert list((output / "runs").rglob("events.out.tfevents.*")), "TensorBoard logs by default"
     for key in (
         "loss_fine",
         "loss_coarse",
@@ -105,3 +112,160 @@ def test_preset_flags_are_defaults_the_user_overrides():
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(SystemExit, match="unknown preset 'nope'"):
         train.parse(["--preset", "nope"])
+
+
+# ------------------------------------------------------------------------------------------ training options
+def run(tmp_path, name, *flags):
+    output = tmp_path / name
+    metrics = train.main(QUICK + ["--output_dir", str(output), "--disable_tqdm", "True", *flags])
+    return output, metrics
+
+
+def initial_model(*flags):
+    """The model `train.main` starts from with these flags (same seed, same construction)."""
+    from transformers import set_seed
+
+    from foveated_vlm.presets import build_model_and_processor
+
+    model_args, data_args, training_args = train.parse(QUICK + list(flags))
+    set_seed(training_args.seed)
+    return build_model_and_processor(model_args, data_args)[0]
+
+
+def changed(before, after, prefix):
+    names = [name for name in before if name.startswith(prefix)]
+    assert names, prefix
+    return {name: not torch.equal(before[name], after[name]) for name in names}
+
+
+def saved_weights(output):
+    from foveated_vlm import FoveatedVLMForConditionalGeneration
+
+    return FoveatedVLMForConditionalGeneration.from_pretrained(output).state_dict()
+
+
+@needs_smollm2
+def test_freezing_changes_exactly_the_other_parts(tmp_path):
+    before = initial_model().state_dict()
+    after = saved_weights(run(tmp_path, "frozen", "--freeze_vision", "True")[0])
+    assert not any(changed(before, after, "model.foveated_encoder.vision_model.").values())
+    assert any(changed(before, after, "model.language_model.").values())
+    assert any(changed(before, after, "model.query_head.").values())
+
+
+@needs_smollm2
+def test_lora_trains_adapters_and_exports_merged_plain_weights(tmp_path):
+    before = initial_model().state_dict()
+    output, _ = run(tmp_path, "lora", "--lora_rank", "4", "--lora_alpha", "8")
+    from safetensors import safe_open
+
+    with safe_open(str(output / "model.safetensors"), "pt") as handle:
+        assert not any("lora" in name for name in handle.keys()), "the export holds plain weights"
+    after = saved_weights(output)  # loads without peft, every weight in place
+    assert set(after) == set(before)
+    attention = changed(before, after, "model.language_model.layers.0.self_attn.")
+    assert all(attention.values()), "adapters were merged into every targeted projection"
+    assert not any(changed(before, after, "model.language_model.layers.0.mlp.").values()), "untargeted stays"
+    assert not any(changed(before, after, "model.language_model.embed_tokens.").values())
+    assert any(changed(before, after, "model.foveated_encoder.").values()), "the rest still trains"
+
+
+@needs_smollm2
+def test_backbones_can_have_their_own_learning_rate(tmp_path):
+    before = initial_model().state_dict()
+    after = saved_weights(run(tmp_path, "backbone_lr", "--backbone_learning_rate", "0")[0])
+    assert not any(changed(before, after, "model.foveated_encoder.vision_model.").values())
+    assert not any(changed(before, after, "model.language_model.").values())
+    assert all(changed(before, after, "model.static_queries").values())
+    assert any(changed(before, after, "predictor.").values())
+
+
+@needs_smollm2
+def test_resume_continues_the_same_loss_trajectory(tmp_path):
+    constant = ["--lr_scheduler_type", "constant", "--warmup_steps", "0"]
+    whole = json.loads((run(tmp_path, "whole", *constant, "--max_steps", "4")[0] / "log_history.json").read_text())
+    first = run(tmp_path, "resumed", *constant, "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "2")[0]
+    assert (first / "checkpoint-2" / "modeling_foveated.py").exists(), "Trainer checkpoints carry the model code"
+    resumed = run(
+        tmp_path, "resumed", *constant, "--max_steps", "4", "--resume_from_checkpoint", str(first / "checkpoint-2")
+    )[0]
+    uninterrupted = losses_of(whole)
+    continued = losses_of(json.loads((resumed / "log_history.json").read_text()))
+    assert set(continued) == {1, 2, 3, 4}  # the checkpoint brings the history of steps 1-2 along
+    for step in (1, 2, 3, 4):
+        assert continued[step] == pytest.approx(uninterrupted[step], rel=1e-5), step
+
+
+def losses_of(history):
+    return {entry["step"]: entry["loss"] for entry in history if "loss" in entry}
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_two_processes_with_gloo(tmp_path):
+    import subprocess
+    import sys
+
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "train.py",
+        *QUICK,
+        "--output_dir",
+        str(output),
+        "--use_cpu",
+        "True",
+        "--ddp_backend",
+        "gloo",
+        "--disable_tqdm",
+        "True",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "effective batch 2 x 2 process(es)" in result.stdout
+    assert json.loads((output / "metrics.json").read_text())["steps"] == 3
+    assert result.stdout.count('"num_videos"') == 1, "only rank 0 evaluates and reports"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--reconstruction_loss_weight", "0", "--train_captions", "False"], "nothing to train"),
+        (["--lora_rank", "4", "--freeze_language_model", "True"], "conflicts with --freeze_language_model"),
+        (["--dataset", "synthetic", "--task", "clutter", "--target", "vqgan"], "unknown target kind"),
+    ],
+)
+def test_conflicting_flags_fail_before_any_work(tmp_path, flags, message):
+    with pytest.raises((SystemExit, ValueError), match=message):
+        train.main(QUICK + ["--output_dir", str(tmp_path / "x"), *flags])
+
+
+def test_an_output_dir_holding_another_model_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(SystemExit, match="holds another model"):
+        train.main(QUICK + ["--output_dir", str(tmp_path)])
+
+
+def test_push_to_hub_keeps_the_written_model_card(tmp_path):
+    from tiny import tiny_config
+    from transformers import TrainingArguments
+
+    from foveated_vlm import FoveatedVLMForConditionalGeneration
+    from foveated_vlm.trainer_foveated import FoveatedTrainer
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    trainer = FoveatedTrainer(model=FoveatedVLMForConditionalGeneration(tiny_config()), args=args)
+    (tmp_path / "README.md").write_text("our card")
+    trainer.create_model_card()  # what push_to_hub calls right before uploading
+    assert (tmp_path / "README.md").read_text() == "our card"

@@ -1,0 +1,384 @@
+"""What a training run leaves for people to read: fixation figures, training curves and a filled model card.
+
+    paths = fixation_figures(model, processor, held_out_samples, output_dir, target_encoder)  # figures/*.png, *.gif
+    curve = loss_curves(trainer.state.log_history, f"{output_dir}/figures/loss_curves.png")
+    write_model_card(output_dir, metrics, train_args, figures=[curve, *paths])             # output_dir/README.md
+
+The card template is `model_card.md` at the repository root, the one place its text lives (see `find_template`).
+Its `{{ name }}` placeholders are filled by plain substitution (no Jinja); its YAML front matter comes from
+`huggingface_hub.ModelCardData`, so it is valid Hub metadata (https://huggingface.co/docs/hub/model-cards).
+Curves are drawn with matplotlib's object API (no pyplot, so no global backend state); frames with PIL.
+"""
+
+import importlib.metadata
+import itertools
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+
+from .data_collator import VideoTextCollator
+from .visualize import overlay_fixation, panel, save_gif, to_uint8_image
+
+__all__ = ["fixation_figures", "loss_curves", "write_model_card", "find_template", "LABEL_WIDTH", "GAP"]
+
+LABEL_WIDTH = 150  # px of row labels left of the fixation grid
+GAP = 2  # px of white after every cell of the grid, so neighbouring frames stay apart
+_CELL_RANGE = (128, 256)  # cells are frames scaled (nearest) into this range: 32 px frames stay visible
+_DISTRIBUTION = "foveated-vlm"
+_TEMPLATE_NAME = "model_card.md"
+# Hub ids of the datasets `train.py --dataset` streams (the local synthetic video has none).
+_HUB_DATASETS = {"webvid": "TempoFunk/webvid-10M", "llava_video": "lmms-lab/LLaVA-Video-178K"}
+_SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what `--text_model smollm2-gguf` loads, quantised
+
+
+# ------------------------------------------------------------------------------------------------ fixations
+def _cells(images: list[np.ndarray], size: int) -> list[np.ndarray]:
+    return [np.asarray(Image.fromarray(image).resize((size, size), Image.NEAREST)) for image in images]
+
+
+def _grid(rows: list[list[np.ndarray]], labels: list[str], cell: int) -> Image.Image:
+    """Rows of `cell`-sized images with a label column: `LABEL_WIDTH + T (cell + GAP)` by `rows (cell + GAP)`."""
+    columns = len(rows[0])
+    canvas = Image.new("RGB", (LABEL_WIDTH + columns * (cell + GAP), len(rows) * (cell + GAP)), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=14)
+    for r, (row, label) in enumerate(zip(rows, labels, strict=True)):
+        top = r * (cell + GAP)
+        draw.multiline_text((8, top + cell // 2), label, fill="black", font=font, anchor="lm")
+        for t, image in enumerate(row):
+            canvas.paste(Image.fromarray(image), (LABEL_WIDTH + t * (cell + GAP), top))
+    return canvas
+
+
+@torch.no_grad()
+def fixation_figures(model, processor, samples, output_dir, target_encoder=None, num_videos: int = 4) -> list[str]:
+    """Draw where both passes looked on `num_videos` held-out samples, in one forward pass of the model.
+
+    Per video, `figures/fixations_{i:02d}.png` is a grid whose columns are the frames and whose rows are the frame,
+    the static (coarse) query's fixation, the planned (fine) query's fixation and, with a `target_encoder`, the
+    target of frame t and the model's prediction of it (from frames < t and target t-1), both decoded, so each
+    prediction sits under the frame it predicts. `figures/fixations_{i:02d}.gif` shows the same cells of one
+    frame side by side, one GIF frame per video frame. Returns the written paths, PNG then GIF per video.
+    """
+    samples = list(itertools.islice(samples, num_videos))
+    if not samples:
+        raise ValueError("fixation_figures got no samples to draw")
+    collator = VideoTextCollator(processor)  # for its chat-formatted prompt: the one training and generation use
+    prompts = [collator.prompt_text(sample["prompt"]) for sample in samples]
+    # Straight from the processor rather than the collator: the figures need the [-1, 1] frames it returns.
+    batch = processor(text=prompts, videos=[sample["frames"] for sample in samples], return_target_frames=True)
+    frames = batch.pop("target_frames")  # [B, T, 3, H, W] in [-1, 1]
+    inputs = {key: value.to(model.device) for key, value in batch.items()}
+    if target_encoder is not None:
+        inputs["target_latents"] = target_encoder.encode(frames).to(model.device)  # [B, T, C, h, w]
+
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(**inputs, output_attentions=True)
+    finally:
+        model.train(was_training)
+    coarse, fine = out.fixations_coarse.float().cpu(), out.fixations_fine.float().cpu()  # [B, T, K, gh, gw]
+    labels = ["frame", "static query\n(coarse)", "planned query\n(fine)"]
+    decoded = None
+    if target_encoder is not None:
+        # Both rows through the same decoder, so a blurry picture is the prediction's fault, not the decoder's.
+        decoded = [
+            target_encoder.decode(latents).float().cpu()
+            for latents in (inputs["target_latents"], out.predicted_latents)
+        ]
+        labels += ["target t\n(decoded)", "predicted t\nfrom frames < t"]
+
+    directory = Path(output_dir) / "figures"
+    directory.mkdir(parents=True, exist_ok=True)
+    cell = min(max(frames.shape[-1], _CELL_RANGE[0]), _CELL_RANGE[1])
+    paths = []
+    for b in range(len(samples)):
+        images = [to_uint8_image(frame) for frame in frames[b]]  # T x [H, W, 3]
+        rows = [
+            images,
+            [overlay_fixation(image, fixation) for image, fixation in zip(images, coarse[b], strict=True)],
+            [overlay_fixation(image, fixation) for image, fixation in zip(images, fine[b], strict=True)],
+        ]
+        if decoded is not None:
+            rows += [[to_uint8_image(picture) for picture in pictures[b]] for pictures in decoded]  # [3, h, w] each
+        rows = [_cells(row, cell) for row in rows]
+        png, gif = directory / f"fixations_{b:02d}.png", directory / f"fixations_{b:02d}.gif"
+        _grid(rows, labels, cell).save(png)
+        save_gif([panel(list(column), height=cell) for column in zip(*rows, strict=True)], str(gif), fps=2)
+        paths += [str(png), str(gif)]
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------ curves
+# Panels: title, y label, log scale (losses fall over decades), a reference line, and the series (log key, legend).
+_PANELS = [
+    ("next-frame reconstruction", "MSE", True, None, [("loss_fine", "fine"), ("loss_coarse", "coarse")]),
+    ("caption", "cross-entropy", True, None, [("caption_loss_fine", "fine"), ("caption_loss_coarse", "coarse")]),
+    (
+        "coarse / fine (above 1: looking helped)",
+        "ratio",
+        False,
+        1.0,
+        [("ratio", "reconstruction"), ("caption_ratio", "caption")],
+    ),
+    (
+        "fixation entropy",
+        "nats",
+        False,
+        None,
+        [("fixation_entropy_fine", "fine"), ("fixation_entropy_coarse", "coarse")],
+    ),
+]
+_COLORS = {"fine": "tab:blue", "coarse": "tab:orange", "reconstruction": "tab:green", "caption": "tab:purple"}
+
+
+def _series(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(entry["step"], entry[key]) for entry in log_history if key in entry and "step" in entry]
+    points = [(step, value) for step, value in points if value is not None and math.isfinite(value)]
+    return [step for step, _ in points], [value for _, value in points]
+
+
+def loss_curves(log_history: list[dict], path) -> str | None:
+    """Plot the fine and coarse losses, their ratios and fixation entropies over steps to a PNG at `path`.
+
+    `log_history` is the Trainer's (`trainer.state.log_history`): training entries carry `loss_fine`, ...;
+    evaluation entries the same keys with an `eval_` prefix, drawn dashed with markers. Panels without data
+    (no captions trained, no evaluation) are left out. Returns `path`, or None when nothing was logged (a run
+    shorter than `logging_steps`), so a finished training run never fails over its figure.
+    """
+    panels = []
+    for title, ylabel, log_scale, reference, keys in _PANELS:
+        lines = []
+        # The first series is drawn wider, so that it still shows when the second lies on top of it (ratio ~ 1).
+        for (key, label), width in zip(keys, (2.6, 1.2), strict=True):
+            for prefix, style, suffix in (("", "-", ""), ("eval_", "--o", " (held out)")):
+                steps, values = _series(log_history, prefix + key)
+                if steps:
+                    lines.append((steps, values, style, label + suffix, _COLORS[label], width))
+        if lines:
+            panels.append((title, ylabel, log_scale, reference, lines))
+    if not panels:
+        return None
+
+    figure = Figure(figsize=(4.5 * len(panels), 3.6), dpi=100, layout="constrained")
+    all_axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axes, (title, ylabel, log_scale, reference, lines) in zip(all_axes, panels, strict=True):
+        for steps, values, style, label, color, width in lines:
+            axes.plot(steps, values, style, label=label, color=color, linewidth=width, markersize=4)
+        if log_scale and all(value > 0 for line in lines for value in line[1]):
+            axes.set_yscale("log")
+        if reference is not None:
+            axes.axhline(reference, color="gray", linewidth=0.8, linestyle=":")
+        axes.set(title=title, xlabel="step", ylabel=ylabel)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------------ model card
+def find_template() -> Path:
+    """The card template: `model_card.md` beside the package in a checkout (or an editable install), else the copy
+    a wheel installs as a data file (setup.cfg `[options.data_files] share/foveated-vlm = model_card.md`)."""
+    checkout = Path(__file__).resolve().parent.parent / _TEMPLATE_NAME
+    if checkout.is_file():
+        return checkout
+    try:
+        files = importlib.metadata.distribution(_DISTRIBUTION).files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name == _TEMPLATE_NAME and Path(file.locate()).is_file():
+            return Path(file.locate())
+    raise FileNotFoundError(
+        f"no model card template: neither {checkout} nor a {_TEMPLATE_NAME} installed with {_DISTRIBUTION}; "
+        "pass write_model_card(template=...)"
+    )
+
+
+def _hub_name(name: str | None) -> str | None:
+    """A Hub id for a `--vision_model`/`--text_model` value, or None for fresh weights and local directories,
+    which the Hub cannot link as base models."""
+    if name in (None, "config"):
+        return None
+    if name == "smollm2-gguf":
+        return _SMOLLM2
+    return None if os.path.exists(name) else name
+
+
+def _describe_parts(model_args: dict) -> tuple[str, str]:
+    """The vision and language parts in words: a Hub name, or the sizes of one trained from scratch."""
+    vision, text = _hub_name(model_args["vision_model"]), _hub_name(model_args["text_model"])
+    if vision:
+        vision = f"`{vision}`"
+    else:
+        vision = (
+            f"A DINOv3-style ViT ({model_args['vision_hidden_size']} wide, {model_args['vision_layers']} layers, "
+            f"patch {model_args['patch_size']}) trained from scratch"
+        )
+    if text:
+        text = f"`{text}`"
+    elif model_args["text_model"] == "config":
+        text = (
+            f"a Llama-architecture model ({model_args['text_hidden_size']} wide, {model_args['text_layers']} layers) "
+            "trained from scratch"
+        )
+    else:
+        text = f"`{Path(model_args['text_model']).name}` (a local checkpoint)"
+    return vision, text
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+
+
+def _training_table(train_args: dict, metrics: dict) -> str:
+    model_args, data = train_args["model"], train_args["data"]
+    frozen = [part for part in ("vision", "language_model") if model_args["freeze_" + part]]
+    rows = [
+        ("preset", model_args["preset"]),
+        ("dataset", f"{data['dataset']} ({data['task']} task)" if data["dataset"] == "synthetic" else data["dataset"]),
+        ("frames per video", f"{data['num_frames']} at {data['frame_size']} × {data['frame_size']} px"),
+        ("visual tokens per frame (K)", model_args["tokens_per_frame"]),
+        ("reconstruction target", f"{data['target']}, {data['target_size']} × {data['target_size']}"),
+        ("captions trained", "yes" if data["train_captions"] else "no"),
+        (
+            "loss weights",
+            f"reconstruction {model_args['reconstruction_loss_weight']}, caption {model_args['caption_loss_weight']}, "
+            f"coarse pass {model_args['coarse_loss_weight']}",
+        ),
+        ("frozen", ", ".join(frozen) or "nothing"),
+    ]
+    # The TrainingArguments are optional ("training"): train_args.json holds the model and data arguments.
+    training = train_args.get("training", {})
+    if "steps" in metrics:
+        rows.append(("steps", metrics["steps"]))
+    if "per_device_train_batch_size" in training:
+        accumulation = training.get("gradient_accumulation_steps", 1)
+        rows.append(("batch per device × accumulation", f"{training['per_device_train_batch_size']} × {accumulation}"))
+    if "learning_rate" in training:
+        rows.append(("peak learning rate", f"{training['learning_rate']:g}"))
+    if "train_seconds" in metrics:
+        rows.append(("training time", f"{metrics['train_seconds'] / 60:.1f} min"))
+    return _table(("setting", "value"), rows)
+
+
+# Metric name, its fine/coarse keys and the key of its coarse / fine ratio (only where the project defines one).
+_RESULTS = [
+    ("next-frame reconstruction MSE ↓", "loss", "ratio"),
+    ("caption cross-entropy ↓", "caption_loss", "caption_ratio"),
+    ("prediction PSNR (dB) ↑", "psnr", None),
+    ("answer accuracy ↑", "accuracy", None),
+    ("fixation entropy (nats)", "fixation_entropy", None),
+]
+
+
+def _results_table(metrics: dict) -> str:
+    rows = []
+    for name, stem, ratio in _RESULTS:
+        fine, coarse = metrics.get(f"{stem}_fine"), metrics.get(f"{stem}_coarse")
+        if fine is None and coarse is None:
+            continue
+        ratio_value = metrics.get(ratio) if ratio else None
+        rows.append(
+            (
+                name,
+                *(f"{value:.4g}" if value is not None else "–" for value in (fine, coarse)),
+                f"{ratio_value:.4f}" if ratio_value is not None else "–",
+            )
+        )
+    if not rows:
+        return "No held-out metrics were recorded."
+    held_out = f" on {metrics['num_videos']} held-out videos" if "num_videos" in metrics else " on held-out videos"
+    return (
+        f"Evaluated{held_out}. *Fine* reads each frame with the query the model planned, *coarse* with the static "
+        "query; coarse / fine above 1 means that choosing where to look lowered the loss.\n\n"
+        + _table(("metric", "fine (planned queries)", "coarse (static query)", "coarse / fine"), rows)
+    )
+
+
+def _figures_section(figures, output_dir: Path) -> str:
+    if not figures:
+        return "No figures were written."
+    lines = []
+    for figure in figures:
+        relative = Path(os.path.relpath(Path(figure).resolve(), output_dir.resolve())).as_posix()
+        lines.append(f"![{Path(figure).name}]({relative})")
+    if any(Path(figure).stem.startswith("fixations") for figure in figures):
+        lines.append(
+            "Fixation figures: columns are frames; rows are the frame, where the static (coarse) and the planned "
+            "(fine) query looked (red: attention above uniform), and, with decodable targets, the target of each "
+            "frame and the model's prediction of it from the frames before. The GIFs show the same panels over time."
+        )
+    return "\n\n".join(lines)
+
+
+def write_model_card(
+    output_dir,
+    metrics: dict,
+    train_args: dict,
+    figures: list[str] | None = None,
+    base_models: list[str] | None = None,
+    model_id: str | None = None,
+    template=None,
+) -> str:
+    """Fill the model card template and write it as `output_dir/README.md`, the file the Hub shows.
+
+    Args:
+        output_dir: the checkpoint directory; figure links are made relative to it.
+        metrics: `metrics.json` (held-out fine/coarse metrics, ratios, `steps`, `train_seconds`).
+        train_args: `train_args.json`: `{"model": ModelArguments, "data": DataArguments}` and, optionally,
+            `"training"` (TrainingArguments as a dict) for the batch size and learning rate.
+        figures: image paths (PNG, GIF) inside `output_dir`, embedded in order.
+        base_models: Hub ids for the front matter's `base_model`; None: the pretrained parts named in train_args.
+        model_id: the name usage code loads (a Hub id such as `user/model`); None: the directory's name.
+        template: a template path; None: [`find_template`].
+    Returns the card's path.
+    """
+    from huggingface_hub import ModelCardData  # a transformers dependency; imported here as only the card needs it
+
+    output_dir = Path(output_dir)
+    model_args, data = train_args["model"], train_args["data"]
+    if base_models is None:
+        base_models = [name for name in map(_hub_name, (model_args["vision_model"], model_args["text_model"])) if name]
+    dataset = _HUB_DATASETS.get(data["dataset"])
+    card_data = ModelCardData(
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="video-text-to-text",
+        tags=["foveated-vlm", "video-text-to-text", "video", "vision-language", "custom_code"],
+        base_model=base_models or None,
+        datasets=[dataset] if dataset else None,
+    )
+    vision, language = _describe_parts(model_args)
+    k = model_args["tokens_per_frame"]
+    values = {
+        "card_data": card_data.to_yaml(),
+        "model_id": model_id or output_dir.resolve().name,
+        "frame_tokens": "one visual token" if k == 1 else f"K = {k} visual tokens",
+        "num_frames": str(data["num_frames"]),
+        "vision_model": vision,
+        "language_model": language,
+        "target": "SD-VAE latent" if data["target"] == "sd-vae" else "downsampled pixels",
+        "training_table": _training_table(train_args, metrics),
+        "results_table": _results_table(metrics),
+        "figures": _figures_section(figures, output_dir),
+    }
+    template = Path(template or find_template())
+    text = template.read_text()
+    unknown = set(re.findall(r"\{\{ *(\w+) *\}\}", text)) - set(values)
+    if unknown:
+        raise ValueError(f"{template} has placeholders nothing fills: {sorted(unknown)}; known: {sorted(values)}")
+    text = re.sub(r"\{\{ *(\w+) *\}\}", lambda match: values[match.group(1)], text)
+    path = output_dir / "README.md"
+    path.write_text(text)
+    return str(path)
