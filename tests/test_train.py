@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from test_folder import folder  # noqa: F401 - a fixture
 from transformers import AutoModel, AutoProcessor
 
 import train
@@ -269,3 +270,41 @@ def test_push_to_hub_keeps_the_written_model_card(tmp_path):
     (tmp_path / "README.md").write_text("our card")
     trainer.create_model_card()  # what push_to_hub calls right before uploading
     assert (tmp_path / "README.md").read_text() == "our card"
+
+
+@needs_smollm2
+def test_a_local_folder_of_videos_trains_end_to_end(tmp_path, folder):  # noqa: F811
+    """Real decoded videos (with a missing and a corrupt one skipped) through the whole run."""
+    output, metrics = run(
+        tmp_path,
+        "folder",
+        "--dataset",
+        "folder",
+        "--video_root",
+        str(folder),
+        "--data_files",
+        str(folder / "annotations.csv"),
+        "--eval_data_files",
+        str(folder / "captions.jsonl"),
+        "--reconstruction_loss_weight",
+        "0.5",
+        "--max_steps",
+        "2",
+        "--eval_videos",
+        "3",
+    )
+    assert metrics["num_videos"] == 3 and metrics["steps"] == 2
+    assert {"caption_loss_fine", "caption_loss_coarse", "loss_fine", "loss_coarse"} <= set(metrics)
+
+
+@pytest.mark.parametrize("preset", ["webvid-reconstruction", "llava-video-captioning", "joint"])
+def test_gpu_presets_carry_the_seeds_settings(preset):
+    # bf16 needs a GPU: parsing with it on a CPU machine is transformers' clear error, so it is turned off here.
+    model_args, data_args, training_args = train.parse(["--preset", preset, "--bf16", "False"])
+    assert model_args.vision_model == "facebook/dinov3-vits16-pretrain-lvd1689m"
+    assert model_args.text_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (data_args.frame_size, data_args.target, data_args.target_size) == (256, "sd-vae", 32)
+    assert (training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps) == (2, 4)
+    assert training_args.learning_rate == 3e-5 and model_args.coarse_loss_weight == 1.0
+    with pytest.raises(ValueError, match="bf16"):
+        train.parse(["--preset", preset])  # as shipped: bf16 on, which this CPU machine cannot do
