@@ -10,16 +10,14 @@ libx264's default is 250 frames, streaming sites use about 2 s). Not a test: it 
 """
 
 import argparse
-import json
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import av
 import decord
 import numpy as np
+from timing import interleaved_medians, report
 
 from foveated_vlm import FoveatedVideoProcessor
 
@@ -48,20 +46,6 @@ def decode_all(path: Path, chunk: int = 64) -> int:
     for start in range(0, total, chunk):
         reader.get_batch(list(range(start, min(start + chunk, total)))).asnumpy()
     return total
-
-
-def interleaved_medians(functions: dict, repeats: int, warmup: int = 1) -> dict:
-    """Median seconds of each function, timed in alternating rounds so machine drift hits all of them alike."""
-    for fn in functions.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main():
@@ -99,12 +83,7 @@ def main():
         "speedup_decode": seconds["decode_all"] / seconds["sampled_decode"],
         "speedup_preprocess": seconds["decode_all"] / seconds["sampled_preprocess"],
     }
-    width = max(map(len, results))
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    report(results, args.json)
 
 
 if __name__ == "__main__":

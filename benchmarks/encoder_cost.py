@@ -7,29 +7,12 @@ after warm-up. Prints a table and optionally writes JSON. Not a test: it reports
 """
 
 import argparse
-import json
-import platform
-import statistics
-import time
 
 import torch
+from timing import interleaved_medians, machine, report
 
 from foveated_vlm import FoveatedVLMConfig
 from foveated_vlm.encoder_foveated import FoveatedEncoder
-
-
-def interleaved_medians(functions: dict, repeats: int, warmup: int = 2) -> dict:
-    """Median seconds of each function, timed in alternating rounds so machine drift hits all of them alike."""
-    for fn in functions.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main():
@@ -60,7 +43,7 @@ def main():
     plain, patches, cache_only, query = (seconds[k] for k in ("plain", "patches", "cache_only", "query"))
 
     results = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         "frames": args.frames,
         "tokens_per_frame": args.tokens_per_frame,
         "plain_vision_forward_s": plain,
@@ -71,12 +54,7 @@ def main():
         "cache_only_overhead": cache_only / plain,
         "query_speedup": cache_only / query,
     }
-    width = max(map(len, results))
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    report(results, args.json)
 
 
 if __name__ == "__main__":

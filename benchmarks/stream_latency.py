@@ -8,12 +8,11 @@ push to the ViT encode of one frame. Not a test: it reports.
 """
 
 import argparse
-import json
-import platform
 import statistics
 import time
 
 import torch
+from timing import machine, report
 
 from foveated_vlm import FoveatedVLMConfig, FoveatedVLMForConditionalGeneration
 
@@ -46,7 +45,7 @@ def main():
     parts = {name: statistics.median(step[name] for step in steps) for name in steps[0]}
     push = statistics.median(totals)
     results = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         "frames": args.frames,
         "tokens_per_frame": args.tokens_per_frame,
         **{f"{name}_s": seconds for name, seconds in parts.items()},
@@ -54,12 +53,7 @@ def main():
         "frames_per_second": 1.0 / push,
         "stream_overhead": push / parts["encode"],
     }
-    width = max(map(len, results))
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+    report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from PIL import Image
 from test_processing import make_processor
 from test_targets import tiny_vae_dir  # noqa: F401 - a fixture
 from test_video_processing import write_video
-from tiny import tiny_config
+from tiny import config_for_processor
 
 from foveated_vlm import FoveatedVLMForConditionalGeneration
 from foveated_vlm.cli import main
@@ -16,22 +16,7 @@ from foveated_vlm.cli import main
 
 def save_checkpoint(directory, **overrides):
     processor = make_processor(num_frames=4)
-    ids = {name: getattr(processor, f"{name}_token_id") for name in ("video_start", "frame", "video_end")}
-    config = tiny_config(
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(processor.tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "eos_token_id": processor.tokenizer.eos_token_id,
-        },
-        video_start_token_id=ids["video_start"],
-        frame_token_id=ids["frame"],
-        video_end_token_id=ids["video_end"],
-        **overrides,
-    )
+    config = config_for_processor(processor, **overrides)
     FoveatedVLMForConditionalGeneration(config).save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory

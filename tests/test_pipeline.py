@@ -2,7 +2,7 @@
 
 import torch
 from test_processing import make_processor
-from tiny import tiny_config
+from tiny import config_for_processor
 
 from datasets_scripts.pipeline import build_dataset
 from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator, build_target_encoder
@@ -27,20 +27,7 @@ def test_collator_builds_what_the_model_takes():
         assert (batch["labels"][row, : end + 1] == -100).all()
         assert (batch["labels"][row, end + 1 :] != -100).any()
 
-    ids = {name: getattr(processor, f"{name}_token_id") for name in ("video_start", "frame", "video_end")}
-    config = tiny_config(
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(processor.tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-        },
-        video_start_token_id=ids["video_start"],
-        frame_token_id=ids["frame"],
-        video_end_token_id=ids["video_end"],
-    )
+    config = config_for_processor(processor)
     out = FoveatedVLMForConditionalGeneration(config)(**batch)
     assert torch.isfinite(out.loss) and out.caption_loss_fine is not None and out.loss_fine is not None
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from test_video_processing import write_video
-from tiny import tiny_config, tiny_text_config
+from tiny import BLOCK_PACKAGE, tiny_config, tiny_text_config
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoProcessor, PreTrainedTokenizerFast
 
@@ -249,19 +249,11 @@ def test_save_and_load(tmp_path):
             torch.testing.assert_close(out[name], expected[name], rtol=0, atol=0, msg=name)
 
 
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = BLOCK_PACKAGE + textwrap.dedent(
     """
-    import sys
-
     import numpy as np
     import torch
 
-    class NoFoveatedVLM:  # this Python has never seen the package: importing it fails
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "foveated_vlm":
-                raise ImportError("foveated_vlm is blocked in this process")
-
-    sys.meta_path.insert(0, NoFoveatedVLM())
     from transformers import AutoModel, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 import torch
-from tiny import tiny_batch, tiny_config
+from tiny import BLOCK_PACKAGE, tiny_batch, tiny_config
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from foveated_vlm import FoveatedVLMConfig, FoveatedVLMForConditionalGeneration
@@ -41,16 +41,10 @@ def test_checkpoint_carries_its_code(tmp_path):
     }
 
 
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = BLOCK_PACKAGE + textwrap.dedent(
     """
     import sys, torch
 
-    class NoFoveatedVLM:  # this Python has never seen the package: importing it fails
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "foveated_vlm":
-                raise ImportError("foveated_vlm is blocked in this process")
-
-    sys.meta_path.insert(0, NoFoveatedVLM())
     from transformers import AutoModel
     model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
     assert not any(m.split(".")[0] == "foveated_vlm" for m in sys.modules), "the package was imported"

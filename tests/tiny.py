@@ -90,3 +90,40 @@ def tiny_batch(config: FoveatedVLMConfig, batch: int = 2, frames: int = 4, seed:
         ),
         "labels": labels,
     }
+
+
+def config_for_processor(processor, **overrides) -> FoveatedVLMConfig:
+    """A tiny config whose vocabulary and video token ids are the processor's tokenizer's."""
+    tokenizer = processor.tokenizer
+    text_config = tiny_text_config(
+        vocab_size=len(tokenizer), num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+        eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    ids = {f"{name}_token_id": getattr(processor, f"{name}_token_id") for name in ("video_start", "frame", "video_end")}
+    return tiny_config(text_config=text_config, **{**ids, **overrides})
+
+
+# Prepended to scripts that must run in a Python where `foveated_vlm` was never imported: importing it fails.
+BLOCK_PACKAGE = """
+import sys
+
+class NoFoveatedVLM:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "foveated_vlm":
+            raise ImportError("foveated_vlm is blocked in this process")
+
+sys.meta_path.insert(0, NoFoveatedVLM())
+"""
+
+PASS_METRICS = (
+    "loss_fine", "loss_coarse", "ratio", "caption_loss_fine", "caption_loss_coarse", "caption_ratio",
+    "fixation_entropy_fine", "fixation_entropy_coarse",
+)  # fmt: skip
+
+
+def check_pass_metrics(metrics: dict, extra: tuple = ()) -> None:
+    """Both passes' metrics are there as numbers and the ratios are coarse / fine."""
+    for key in PASS_METRICS + tuple(extra):
+        assert isinstance(metrics[key], float), key
+    assert abs(metrics["ratio"] - metrics["loss_coarse"] / metrics["loss_fine"]) < 1e-9
+    assert abs(metrics["caption_ratio"] - metrics["caption_loss_coarse"] / metrics["caption_loss_fine"]) < 1e-9
