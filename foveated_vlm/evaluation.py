@@ -4,14 +4,17 @@ Metrics (keys of `foveated-vlm evaluate --json`):
   loss_fine / loss_coarse / ratio                      next-target reconstruction MSE and coarse / fine
   caption_loss_fine / caption_loss_coarse / caption_ratio   caption cross-entropy (per token, mean over videos)
   fixation_entropy_fine / fixation_entropy_coarse      nats over the patch grid (uniform = log(patches))
-  psnr_fine / psnr_coarse                              dB of the predicted frames against the real ones, when
-                                                       predictions are pictures (pixel targets) or a VAE decodes them
+  psnr_fine / psnr_coarse, ssim_fine / ssim_coarse     predicted frames against the real ones, when predictions
+                                                       are pictures (pixel targets) or a VAE decodes them
+  caption_bleu / caption_rouge_l                       captions the fine stream generates against the references
+                                                       (corpus BLEU-4, ROUGE-L F1; a local `evaluate` module)
   accuracy_fine / accuracy_coarse                      fraction right, where samples define an answer among choices:
                                                        each pass picks the choice it gives the lowest loss
 """
 
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -44,6 +47,48 @@ def _psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
 
 
+def _ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM per frame (Wang et al. 2004, Gaussian window), pictures in [-1, 1]: `[..., 3, H, W]` -> `[...]`."""
+    leading, (channels, height, width) = prediction.shape[:-3], prediction.shape[-3:]
+    x = prediction.float().clamp(-1, 1).reshape(-1, channels, height, width)
+    y = target.float().reshape(-1, channels, height, width)
+    size = min(11, height, width)
+    offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    gauss = torch.exp(-(offsets**2) / (2 * 1.5**2))
+    window = (gauss[:, None] * gauss[None, :] / gauss.sum() ** 2).expand(channels, 1, size, size)
+    blur = lambda image: F.conv2d(image, window, groups=channels)  # noqa: E731
+    mean_x, mean_y = blur(x), blur(y)
+    var_x, var_y = blur(x * x) - mean_x**2, blur(y * y) - mean_y**2
+    covariance = blur(x * y) - mean_x * mean_y
+    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2  # dynamic range 2
+    ssim = ((2 * mean_x * mean_y + c1) * (2 * covariance + c2)) / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
+    return ssim.flatten(1).mean(1).reshape(leading)
+
+
+def _generate(model, processor, samples, max_new_tokens: int) -> list[str]:
+    """Greedy captions of the fine stream for a batch of samples (prompts only, left-padded)."""
+    tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # every row continues at the end
+    try:
+        prompts = VideoTextCollator(processor, train_captions=False)(samples)
+    finally:
+        tokenizer.padding_side = side
+    ids = model.generate(**prompts, max_new_tokens=max_new_tokens, do_sample=False)
+    return [
+        text.strip()
+        for text in processor.batch_decode(ids[:, prompts["input_ids"].shape[1] :], skip_special_tokens=True)
+    ]
+
+
+def _caption_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus BLEU-4 and ROUGE-L through the local `evaluate` module shipped beside this file."""
+    import evaluate
+
+    metric = evaluate.load(os.path.join(os.path.dirname(__file__), "metrics", "caption_scores.py"))
+    scores = metric.compute(predictions=predictions, references=references)
+    return {"caption_bleu": scores["bleu"], "caption_rouge_l": scores["rouge_l"]}
+
+
 def _choices(sample) -> tuple[list[str], int] | None:
     """(answers, label) when the sample's ground truth defines an answer among choices."""
     truth = sample.get("ground_truth")
@@ -63,16 +108,19 @@ def evaluate_model(
     num_videos: int,
     batch_size: int = 8,
     target_encoder=None,
+    generate_captions: bool = True,
+    max_new_tokens: int = 32,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Run `num_videos` samples through both passes and return the metrics above (averaged per video)."""
+    """Run `num_videos` samples through both passes and return the metrics above (averaged per video);
+    `generate_captions` also writes a caption per video with the fine stream (greedy) and scores it."""
     model.eval()
     collator = VideoTextCollator(processor, target_encoder, train_captions=True)
     # Predictions are pictures to score in dB when they are pixels, or when the VAE that made the targets decodes them.
     picture_targets = isinstance(target_encoder, (PixelTargetEncoder, SDVAETargetEncoder))
     sums, counts = defaultdict(float), defaultdict(int)
     bar = tqdm(total=num_videos, desc="evaluate", disable=not progress)
-    batch_samples = []
+    batch_samples, generated, references = [], [], []
 
     def add(name, values: torch.Tensor):
         sums[name] += float(values.sum())
@@ -97,10 +145,12 @@ def evaluate_model(
                 predicted = model.predict_next_latents(plan, batch["target_latents"])  # [B, T, C, h, w]
                 add(f"loss_{name}", (predicted - batch["target_latents"]).pow(2).flatten(1).mean(1))
                 if picture_targets:
-                    add(
-                        f"psnr_{name}",
-                        _psnr(target_encoder.decode(predicted), target_encoder.decode(batch["target_latents"])).mean(1),
-                    )
+                    pictures = target_encoder.decode(predicted), target_encoder.decode(batch["target_latents"])
+                    add(f"psnr_{name}", _psnr(*pictures).mean(1))
+                    add(f"ssim_{name}", _ssim(*pictures).mean(1))
+        if generate_captions:
+            generated.extend(_generate(model, processor, chunk, max_new_tokens))
+            references.extend(sample["answer"] for sample in chunk)
         scored = [(index, choice) for index, sample in enumerate(chunk) if (choice := _choices(sample))]
         if scored:
             _score_choices(model, collator, [chunk[i] for i, _ in scored], [c for _, c in scored], add)
@@ -122,6 +172,8 @@ def evaluate_model(
     if seen == 0:
         raise ValueError("the evaluation stream gave no samples")
     metrics = ratio_metrics({name: sums[name] / counts[name] for name in sums})
+    if generated:
+        metrics.update(_caption_scores(generated, references))
     metrics["num_videos"] = seen
     return {key: value for key, value in metrics.items() if not (isinstance(value, float) and math.isnan(value))}
 

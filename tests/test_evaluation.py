@@ -52,7 +52,8 @@ def test_evaluate_model_reports_both_passes(tmp_path):
         progress=False,
     )
     assert metrics["num_videos"] == 5
-    check_pass_metrics(metrics, extra=("psnr_fine", "psnr_coarse"))
+    check_pass_metrics(metrics, extra=("psnr_fine", "psnr_coarse", "ssim_fine", "ssim_coarse"))
+    assert 0 <= metrics["caption_bleu"] <= 1 and 0 <= metrics["caption_rouge_l"] <= 1
     assert "accuracy_fine" not in metrics  # captions define no answer among choices
 
 
@@ -102,3 +103,40 @@ def test_an_empty_stream_is_an_error(tmp_path):
     model, processor = tiny_model_and_processor(tmp_path)
     with pytest.raises(ValueError, match="gave no samples"):
         evaluate_model(model, processor, iter([]), num_videos=4, progress=False)
+
+
+def test_ssim_and_psnr():
+    from foveated_vlm.evaluation import _psnr, _ssim
+
+    frames = torch.rand(2, 3, 3, 16, 16) * 2 - 1  # [B, T, 3, H, W]
+    torch.testing.assert_close(_ssim(frames, frames), torch.ones(2, 3))
+    noisy = (frames + 0.3 * torch.randn_like(frames)).clamp(-1, 1)
+    assert (_ssim(noisy, frames) < 0.9).all() and (_ssim(noisy, frames) > 0).all()
+    torch.testing.assert_close(_ssim(noisy, frames), _ssim(frames, noisy))
+    mse = (noisy - frames).pow(2).flatten(-3).mean(-1)
+    torch.testing.assert_close(_psnr(noisy, frames), 10 * torch.log10(4 / mse))
+
+
+def test_caption_scores_by_hand():
+    from foveated_vlm.evaluation import _caption_scores
+
+    scores = _caption_scores(["a b c d"], ["a b c d e"])
+    # Precisions 4/4, (3+1)/(3+1), (2+1)/(2+1), (1+1)/(1+1); brevity penalty exp(1 - 5/4).
+    assert scores["caption_bleu"] == pytest.approx(2.718281828 ** (1 - 5 / 4))
+    assert scores["caption_rouge_l"] == pytest.approx(2 * 1.0 * 0.8 / 1.8)  # LCS 4: precision 1, recall 0.8
+    assert _caption_scores(["A red ball."], ["a red ball ."]) == {"caption_bleu": 1.0, "caption_rouge_l": 1.0}
+    assert _caption_scores(["x y"], ["a b"])["caption_bleu"] == 0.0
+
+
+def test_a_non_finite_loss_stops_with_the_step(tmp_path):
+    from transformers import TrainingArguments
+
+    from foveated_vlm.trainer_foveated import FoveatedTrainer
+
+    model, processor = tiny_model_and_processor(tmp_path)
+    with torch.no_grad():
+        model.predictor.decode[-1].bias.fill_(float("nan"))
+    trainer = FoveatedTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "t"), report_to="none"))
+    batch = VideoTextCollator(processor, build_target_encoder("pixels", target_size=8))(samples(n=2))
+    with pytest.raises(FloatingPointError, match="non-finite loss nan at step 0"):
+        trainer.compute_loss(model, batch)

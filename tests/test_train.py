@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 from test_folder import folder  # noqa: F401 - a fixture
-from tiny import check_pass_metrics
+from tiny import PASS_METRICS, check_pass_metrics
 from transformers import AutoModel, AutoProcessor
 
 import train
@@ -89,6 +89,23 @@ def test_the_checkpoint_reloads_with_its_processor(trained):
     ids = model.generate(**batch, max_new_tokens=3, do_sample=False)
     length = batch["input_ids"].shape[1]
     assert torch.equal(ids[:, :length], batch["input_ids"]) and ids.shape[1] > length
+
+
+@needs_smollm2
+def test_the_reloaded_checkpoint_reproduces_its_metrics(trained):
+    from datasets_scripts.pipeline import build_dataset
+    from foveated_vlm import build_target_encoder
+    from foveated_vlm.evaluation import evaluate_model
+
+    output, metrics = trained
+    model, processor = AutoModel.from_pretrained(output), AutoProcessor.from_pretrained(output)
+    held_out = build_dataset("synthetic", seed=1, frame_size=32, num_frames=4)  # training seed 0 + offset 1
+    again = evaluate_model(
+        model, processor, held_out, num_videos=4, batch_size=4,
+        target_encoder=build_target_encoder("pixels", target_size=8), progress=False,
+    )  # fmt: skip
+    for key in (*PASS_METRICS, "psnr_fine", "caption_bleu"):
+        assert again[key] == pytest.approx(metrics[key], rel=1e-5), key
 
 
 def test_preset_flags_are_defaults_the_user_overrides():
