@@ -44,7 +44,7 @@ class FoveatedTrainer(Trainer):
     def __init__(self, *args, backbone_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.backbone_learning_rate = backbone_learning_rate
-        self._sums = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._sums = {"train": defaultdict(int), "eval": defaultdict(int)}  # 0 + a tensor is the tensor
         self._counts = {"train": 0, "eval": 0}
 
     def create_optimizer(self, model=None):
@@ -82,7 +82,7 @@ class FoveatedTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Losses come from the supervised positions; full-vocabulary logits of every position are never read here.
         outputs = model(**inputs, output_attentions=True, logits_to_keep=1)
-        if not torch.isfinite(outputs.loss):
+        if not torch.isfinite(outputs.loss):  # one sync per step: the price of naming the step that went wrong
             raise FloatingPointError(
                 f"non-finite loss {outputs.loss.item()} at step {self.state.global_step} "
                 f"(losses: { {k: _item(getattr(outputs, k)) for k in self._PASS_METRICS} }); "
@@ -90,14 +90,17 @@ class FoveatedTrainer(Trainer):
             )
         split = "train" if model.training else "eval"
         sums = self._sums[split]
+        # Detached tensors, summed on the device: converting to numbers only when logging avoids a sync per step.
         for name in self._PASS_METRICS:
             value = getattr(outputs, name)
             if value is not None:
-                sums[name] += value.detach().float().item()
+                sums[name] = sums[name] + value.detach().float()
         for name in ("fine", "coarse"):
             fixations = getattr(outputs, f"fixations_{name}")
             if fixations is not None:
-                sums[f"fixation_entropy_{name}"] += fixation_entropy(fixations.detach()).item()
+                sums[f"fixation_entropy_{name}"] = sums[f"fixation_entropy_{name}"] + fixation_entropy(
+                    fixations.detach()
+                )
         self._counts[split] += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
@@ -105,7 +108,7 @@ class FoveatedTrainer(Trainer):
         count = self._counts[split]
         if not count:
             return {}
-        metrics = ratio_metrics({name: total / count for name, total in self._sums[split].items()})
+        metrics = ratio_metrics({name: float(total) / count for name, total in self._sums[split].items()})
         self._sums[split].clear()
         self._counts[split] = 0
         return metrics
