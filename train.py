@@ -21,6 +21,7 @@ from datasets.distributed import split_dataset_by_node
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from datasets_scripts.pipeline import DATASETS, build_dataset
+from datasets_scripts.precompute import PrecomputedTargets, PrecomputedTargetsCollator, video_id_of
 from foveated_vlm import VideoTextCollator, build_target_encoder
 from foveated_vlm.evaluation import evaluate_model
 from foveated_vlm.finetuning import add_lora, freeze, merge_lora
@@ -79,6 +80,10 @@ class DataArguments:
     eval_data_files: list[str] | None = field(default=None, metadata={"help": "held-out files (real datasets)"})
     eval_video_root: str | None = None
     eval_shards: list[str] | None = None
+    precomputed_targets: str | None = field(
+        default=None,
+        metadata={"help": "targets written by `python -m datasets_scripts.precompute`; clips without one are skipped"},
+    )
 
 
 def parse(argv: list[str]):
@@ -152,14 +157,22 @@ def main(argv: list[str] | None = None) -> dict:
     has_held_out = data_args.dataset == "synthetic" or bool(data_args.eval_data_files or data_args.eval_shards)
     evaluate_videos = data_args.eval_videos if has_held_out else 0
     held_out_seed = training_args.seed + data_args.data_seed_offset
+    train_stream = stream(training_args.seed, shard=True)
+    train_collator = VideoTextCollator(processor, target_encoder, train_captions=data_args.train_captions)
+    if data_args.precomputed_targets:  # training reads its targets from disk; held-out evaluation computes them
+        stored = PrecomputedTargets(data_args.precomputed_targets)
+        train_stream = train_stream.filter(lambda sample: video_id_of(sample) in stored)
+        train_collator = PrecomputedTargetsCollator(
+            VideoTextCollator(processor, None, train_captions=data_args.train_captions), stored
+        )
     training_args.accelerator_config.dispatch_batches = False  # ranks read their own shards, nothing to dispatch
 
     trainer = FoveatedTrainer(
         model=model,
         args=training_args,
-        train_dataset=stream(training_args.seed, shard=True),
+        train_dataset=train_stream,
         eval_dataset=stream(held_out_seed, held_out=True).take(evaluate_videos) if evaluate_videos else None,
-        data_collator=VideoTextCollator(processor, target_encoder, train_captions=data_args.train_captions),
+        data_collator=train_collator,
         processing_class=processor,
         backbone_learning_rate=model_args.backbone_learning_rate,
     )

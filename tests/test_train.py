@@ -315,3 +315,24 @@ def test_gpu_presets_carry_the_seeds_settings(preset):
     assert training_args.learning_rate == 3e-5 and model_args.coarse_loss_weight == 1.0
     with pytest.raises(ValueError, match="bf16"):
         train.parse(["--preset", preset])  # as shipped: bf16 on, which this CPU machine cannot do
+
+
+@needs_smollm2
+def test_training_on_precomputed_targets_matches_on_the_fly_targets(tmp_path):
+    import subprocess
+    import sys
+
+    stored = tmp_path / "targets"
+    subprocess.run(
+        [sys.executable, "-m", "datasets_scripts.precompute", "--dataset", "synthetic", "--seed", "0",
+         "--out", str(stored), "--target", "pixels", "--target_size", "8", "--frame_size", "32",
+         "--num_frames", "4", "--max_videos", "8", "--dtype", "float32"],
+        check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+    )  # fmt: skip
+    on_the_fly = run(tmp_path, "fly")[0]
+    from_disk = run(tmp_path, "disk", "--precomputed_targets", str(stored))[0]
+    history = lambda out: losses_of(json.loads((out / "log_history.json").read_text()))  # noqa: E731
+    assert history(from_disk) == pytest.approx(history(on_the_fly), rel=1e-6)
+    # The stored targets are really read: a run whose frames differ from theirs is refused.
+    with pytest.raises(ValueError):
+        run(tmp_path, "mismatch", "--precomputed_targets", str(stored), "--frame_size", "64")
