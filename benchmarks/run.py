@@ -1,0 +1,304 @@
+"""The whole benchmark suite in one run on one machine: ratios that hold up when the machine's speed drifts.
+
+Full-size shapes (DINOv3 ViT-S/16 at 256 px, SmolLM2-135M shape), random weights, median of repeated runs after
+warm-up, interleaved where two things are compared. Measures:
+
+- cache_overhead: `encode_patches` (patch states + cache) / plain vision forward, 8 frames, inference mode.
+- query_speedup: `encode_patches(return_patch_states=False)` / `query`, 8 frames, K = 1.
+- two_pass_over_one_pass: training step (forward + backward) of both passes / of the coarse pass only.
+- flops_utilisation: FLOP/s of the two-pass training step (FlopCounterMode) / FLOP/s of a 2048^2 fp32 matmul,
+  timed interleaved with the step.
+- step_speedup_vs_patch_tokens, memory_ratio_vs_patch_tokens: a LLaVA-style patch-token model built from the same
+  ViT and LLM (`patch_baseline.py`) against the foveated model, batch 1; each (model, T) runs in a fresh spawned
+  process that reports its median step time and its peak RSS increase during the steps (VmHWM, reset after the
+  warm-up step, so gradient buffers already exist and the increase is the step's activations and temporaries).
+  Reported in `step_time_vs_frames` for T in {4, 8, 16, 32} (--quick: {4, 8}); the ratios use T = 16 (--quick:
+  T = 4, named by `patch_tokens_frames`).
+- stream_overhead: one streaming push / its ViT encode of the frame; `stream_split_s` splits a push into encode,
+  queries, language_model and predict.
+- sampled_decode_speedup: decoding all 900 frames of a 30 s clip / decoding the processor's 8 sampled frames, with
+  a keyframe every 250 frames (libx264's default); `sampled_decode_speedup_gop60` with one every 2 s.
+
+Each result also gets `<key>_goal` and `<key>_met`. Not a test: it reports.
+
+    python benchmarks/run.py [--quick] [--json OUT.json]
+"""
+
+import argparse
+import ctypes
+import gc
+import json
+import multiprocessing
+import statistics
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from decode_sampling import FPS, decode_all, write_clip
+from patch_baseline import PatchTokenVLM
+from timing import interleaved_medians, machine
+from torch.utils.flop_counter import FlopCounterMode
+
+from foveated_vlm import FoveatedVideoProcessor, FoveatedVLMConfig, FoveatedVLMForConditionalGeneration
+
+TEXT_TOKENS = 16  # prompt before the video and caption after it, in every training batch
+MATMUL_SIZE = 2048
+# key: (comparison, goal); "<=" means lower is better.
+GOALS = {
+    "cache_overhead": ("<=", 1.05),
+    "query_speedup": (">=", 60.0),
+    "two_pass_over_one_pass": ("<=", 1.30),
+    "step_speedup_vs_patch_tokens": (">=", 12.0),
+    "memory_ratio_vs_patch_tokens": (">=", 4.0),
+    "stream_overhead": ("<=", 1.5),
+    "sampled_decode_speedup": (">=", 3.0),
+    "flops_utilisation": (">=", 0.55),
+}
+
+
+# ------------------------------------------------------------------------------------------------ batches
+def make_batch(config: FoveatedVLMConfig, frames: int, tokens_per_frame: int) -> dict:
+    """One training example (B = 1): `[prompt, <video_start>, frame tokens, <video_end>, caption]`, random frames
+    and targets; only the caption is labelled. `tokens_per_frame` is K (foveated) or the patch count (baseline)."""
+    prompt, caption = torch.randint(0, 49152, (2, 1, TEXT_TOKENS))
+    video = torch.tensor([[config.video_start_token_id] + [config.frame_token_id] * frames * tokens_per_frame])
+    input_ids = torch.cat([prompt, video, torch.tensor([[config.video_end_token_id]]), caption], dim=1)  # [1, L]
+    labels = torch.full_like(input_ids, -100)
+    labels[:, -TEXT_TOKENS:] = caption
+    size, target = config.frame_size, (config.target_channels, config.target_size, config.target_size)
+    return {
+        "input_ids": input_ids,
+        "pixel_values_videos": torch.randn(1, frames, 3, size, size),  # [1, T, 3, H, W]
+        "target_latents": torch.randn(1, frames, *target),  # [1, T, C, h, w]
+        "labels": labels,
+    }
+
+
+def coarse_pass_loss(
+    model: FoveatedVLMForConditionalGeneration, input_ids, pixel_values_videos, target_latents, labels
+):
+    """The first half of `FoveatedVLMModel.forward` and its losses: patch pass, static queries, one LM pass."""
+    base, config = model.model, model.config
+    batch, frames = pixel_values_videos.shape[:2]
+    start = base.video_layout(input_ids, frames)  # [B]
+    frame_mask = input_ids == config.frame_token_id  # [B, L]
+    start_mask = input_ids == config.video_start_token_id
+    plan_positions = start[:, None] + torch.arange(frames) * config.tokens_per_frame  # [B, T]
+    gather_index = plan_positions[..., None].expand(-1, -1, config.text_config.hidden_size)  # [B, T, D]
+
+    _, cache = base.foveated_encoder.encode_patches(pixel_values_videos.flatten(0, 1), return_patch_states=False)
+    static = base.static_queries.expand(batch, frames, -1, -1)  # [B, T, K, qd]
+    embeds, _ = base.extract_tokens(static, cache, output_attentions=False)  # [B, T*K, D]
+    token_embeds = base.get_input_embeddings()(input_ids)
+    hidden = base.run_language_model(token_embeds, embeds, frame_mask, start_mask, base.COARSE).last_hidden_state
+    predicted = model.predict_next_latents(hidden.gather(1, gather_index), target_latents)  # [B, T, C, h, w]
+    reconstruction = F.mse_loss(predicted.float(), target_latents.float())
+    caption = model.caption_loss(hidden, labels)
+    return config.reconstruction_loss_weight * reconstruction + config.caption_loss_weight * caption
+
+
+def build(kind: str, frames: int):
+    """A model in training mode and a closure running one training step (forward + backward) on its batch."""
+    config = FoveatedVLMConfig()
+    if kind == "patch_tokens":
+        model = PatchTokenVLM(config).train()
+        batch = make_batch(config, frames, model.patches_per_frame())
+        return model, lambda: model(**batch).backward()
+    model = FoveatedVLMForConditionalGeneration(config).train()
+    batch = make_batch(config, frames, config.tokens_per_frame)
+    return model, lambda: model(**batch).loss.backward()
+
+
+# ------------------------------------------------------------------------------------- one step per process
+def _memory_kib(field: str) -> int:
+    """A `/proc/self/status` field in KiB (VmRSS: resident now, VmHWM: peak since the last reset)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _step_worker(kind: str, frames: int, max_repeats: int, budget_s: float) -> dict:
+    """Runs in a fresh process: warm-up step, reset the RSS peak, then timed steps (as many as fit the budget)."""
+    torch.manual_seed(0)
+    _, step = build(kind, frames)
+    start = time.perf_counter()
+    step()
+    warmup_s = time.perf_counter() - start
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so VmRSS counts live memory only
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    resident = _memory_kib("VmRSS")
+    times = []
+    for _ in range(max(1, min(max_repeats, int(budget_s / warmup_s)))):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {
+        "step_s": statistics.median(times),
+        "peak_rss_increase_mib": (_memory_kib("VmHWM") - resident) / 1024,
+        "repeats": len(times),
+    }
+
+
+def step_in_fresh_process(kind: str, frames: int, max_repeats: int, budget_s: float) -> dict:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_step_worker, (kind, frames, max_repeats, budget_s))
+
+
+# ---------------------------------------------------------------------------------------------- measures
+def encoder_costs(model, frames: int, repeats: int) -> dict:
+    """cache_overhead and query_speedup, as `encoder_cost.py` measures them (K = 1, inference mode)."""
+    encoder, config = model.foveated_encoder, model.config
+    pixels = torch.randn(frames, 3, config.frame_size, config.frame_size)
+    queries = torch.randn(frames, config.tokens_per_frame, config.query_dim)
+    with torch.inference_mode():
+        _, cache = encoder.encode_patches(pixels, return_patch_states=False)
+        seconds = interleaved_medians(
+            {
+                "plain": lambda: encoder.vision_model(pixels),
+                "patches": lambda: encoder.encode_patches(pixels),
+                "cache_only": lambda: encoder.encode_patches(pixels, return_patch_states=False),
+                "query": lambda: encoder.query(queries, cache),
+            },
+            repeats,
+        )
+    return {
+        "cache_overhead": seconds["patches"] / seconds["plain"],
+        "query_speedup": seconds["cache_only"] / seconds["query"],
+        "encoder_s": seconds,
+    }
+
+
+def training_costs(frames: int, repeats: int) -> dict:
+    """Two passes against the coarse pass alone, and the step's FLOP/s against a matmul's, all interleaved."""
+    torch.manual_seed(0)
+    model, two_pass = build("foveated", frames)
+    batch = make_batch(model.config, frames, model.config.tokens_per_frame)
+    a, b = torch.randn(2, MATMUL_SIZE, MATMUL_SIZE)
+    with FlopCounterMode(display=False) as counter:
+        two_pass()
+    step_flops = counter.get_total_flops()
+    seconds = interleaved_medians(
+        {
+            "two_pass": two_pass,
+            "coarse_only": lambda: coarse_pass_loss(model, **batch).backward(),
+            "matmul": lambda: a @ b,
+        },
+        repeats,
+    )
+    step_flops_per_s = step_flops / seconds["two_pass"]
+    matmul_flops_per_s = 2 * MATMUL_SIZE**3 / seconds["matmul"]
+    return {
+        "two_pass_over_one_pass": seconds["two_pass"] / seconds["coarse_only"],
+        "flops_utilisation": step_flops_per_s / matmul_flops_per_s,
+        "train_frames": frames,
+        "train_step_s": seconds,
+        "step_gflop": step_flops / 1e9,
+        "step_gflops_per_s": step_flops_per_s / 1e9,
+        "matmul_gflops_per_s": matmul_flops_per_s / 1e9,
+    }
+
+
+def stream_costs(model, frames: int, warmup: int) -> dict:
+    """Median per-frame push time and its split, as `stream_latency.py` measures it (B = 1, 16-token prompt)."""
+    config = model.config
+    size, target = config.frame_size, (1, config.target_channels, config.target_size, config.target_size)
+    with torch.inference_mode():
+        stream = model.eval().stream(input_ids=torch.randint(0, 49152, (1, TEXT_TOKENS)))
+        for _ in range(warmup):
+            stream.push(torch.randn(1, 3, size, size), torch.randn(target))
+        steps, totals = [], []
+        for _ in range(frames):
+            frame, latent = torch.randn(1, 3, size, size), torch.randn(target)
+            start = time.perf_counter()
+            steps.append(stream.push(frame, latent).timings)
+            totals.append(time.perf_counter() - start)
+    parts = {name: statistics.median(step[name] for step in steps) for name in steps[0]}
+    push = statistics.median(totals)
+    return {"stream_overhead": push / parts["encode"], "stream_split_s": {**parts, "push": push}}
+
+
+def decode_costs(repeats: int, seconds: int = 30) -> dict:
+    """Decoding every frame of a 30 s clip against the processor decoding its 8 sampled frames, for a keyframe
+    every 250 frames (libx264's default; the headline) and every 2 s (60 frames, as streaming sites encode)."""
+    processor = FoveatedVideoProcessor(num_frames=8)
+    speedups, times = {}, {}
+    with tempfile.TemporaryDirectory() as directory:
+        for gop in (250, 2 * FPS):
+            path = Path(directory) / f"clip_gop{gop}.mp4"
+            write_clip(path, seconds * FPS, gop)
+            measured = interleaved_medians(
+                {"decode_all": partial(decode_all, path), "sampled": partial(processor.load_frames, path)}, repeats
+            )
+            times[f"gop{gop}"], speedups[gop] = measured, measured["decode_all"] / measured["sampled"]
+    return {
+        "sampled_decode_speedup": speedups[250],
+        "sampled_decode_speedup_gop60": speedups[2 * FPS],
+        "decode_s": times,
+    }
+
+
+def frame_scaling(frame_counts: list[int], max_repeats: int, budget_s: float) -> dict:
+    """Step time and peak RSS increase of both models at each T, one fresh process per (model, T)."""
+    return {
+        kind: {frames: step_in_fresh_process(kind, frames, max_repeats, budget_s) for frames in frame_counts}
+        for kind in ("foveated", "patch_tokens")
+    }
+
+
+# ----------------------------------------------------------------------------------------------- report
+def add_goals(results: dict) -> None:
+    for key, (comparison, goal) in GOALS.items():
+        value = results[key]
+        results[f"{key}_goal"] = goal
+        results[f"{key}_met"] = bool(value <= goal if comparison == "<=" else value >= goal)
+
+
+def print_table(results: dict) -> None:
+    print(f"{'key':<30}  {'value':>9}  {'goal':>9}  met")
+    for key, (comparison, goal) in GOALS.items():
+        print(f"{key:<30}  {results[key]:>9.3f}  {comparison} {goal:>6.2f}  {results[key + '_met']}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, T in {4, 8}: minutes on 2 cores")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    repeats = 3 if args.quick else 7
+    frame_counts = [4, 8] if args.quick else [4, 8, 16, 32]
+    patch_tokens_frames = 4 if args.quick else 16  # the patch-token model at T = 16 takes minutes per step on CPU
+    began = time.perf_counter()
+
+    torch.manual_seed(0)
+    model = FoveatedVLMForConditionalGeneration(FoveatedVLMConfig())
+    results = {"machine": machine(), "quick": args.quick}
+    results.update(encoder_costs(model, frames=8, repeats=repeats))
+    results.update(stream_costs(model, frames=8 if args.quick else 16, warmup=2))
+    del model
+    results.update(training_costs(frames=8 if args.quick else 16, repeats=repeats))
+    results.update(decode_costs(repeats=repeats))
+
+    scaling = frame_scaling(frame_counts, max_repeats=repeats, budget_s=20 if args.quick else 60)
+    foveated, patch_tokens = scaling["foveated"][patch_tokens_frames], scaling["patch_tokens"][patch_tokens_frames]
+    results["step_speedup_vs_patch_tokens"] = patch_tokens["step_s"] / foveated["step_s"]
+    results["memory_ratio_vs_patch_tokens"] = patch_tokens["peak_rss_increase_mib"] / foveated["peak_rss_increase_mib"]
+    results["patch_tokens_frames"] = patch_tokens_frames
+    results["step_time_vs_frames"] = scaling
+    results["seconds_total"] = time.perf_counter() - began
+
+    add_goals(results)
+    print_table(results)
+    print(json.dumps({k: results[k] for k in ("step_time_vs_frames", "stream_split_s")}, indent=1))
+    print(f"machine: {results['machine']}; took {results['seconds_total']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
