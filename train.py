@@ -51,6 +51,7 @@ class ModelArguments:
     reconstruction_loss_weight: float = 1.0
     caption_loss_weight: float = 1.0
     coarse_loss_weight: float = 1.0
+    query_temperature: float = 1.0
     freeze_vision: bool = False
     freeze_language_model: bool = False
     lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the language model; 0 trains it fully"})

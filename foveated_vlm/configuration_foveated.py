@@ -52,6 +52,9 @@ class FoveatedVLMConfig(PreTrainedConfig):
             Weight of the caption cross-entropy.
         coarse_loss_weight (`float`, *optional*, defaults to 1.0):
             lambda_coarse: weight of each coarse-pass loss relative to the fine pass (proposal §7).
+        query_temperature (`float`, *optional*, defaults to 1.0):
+            Temperature of the queries' attention in every ViT layer (patches are not affected). Below 1 it
+            sharpens the fixations; a from-scratch ViT's small logits otherwise give near-uniform attention.
     """
 
     model_type = "foveated_vlm"
@@ -95,6 +98,7 @@ class FoveatedVLMConfig(PreTrainedConfig):
     reconstruction_loss_weight: float = 1.0
     caption_loss_weight: float = 1.0
     coarse_loss_weight: float = 1.0  # lambda_coarse
+    query_temperature: float = 1.0  # divides the queries' attention logits in the ViT; < 1 sharpens where they look
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
@@ -127,6 +131,8 @@ class FoveatedVLMConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"{name}={value!r} is invalid; expected a number >= 0")
+        if not self.query_temperature > 0:
+            raise ValueError(f"query_temperature={self.query_temperature!r} is invalid; expected a number > 0")
 
         image_size, patch_size = (
             _square(vision.image_size, "vision_config.image_size"),

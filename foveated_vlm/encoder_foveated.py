@@ -56,6 +56,7 @@ class FoveatedEncoder(nn.Module):
         # No bias: a bias would dominate std-1 queries and make every query look alike (seed BUG-002).
         self.query_in_proj = nn.Linear(config.query_dim, vision_config.hidden_size, bias=False)
         self.query_in_proj.init_std = config.query_dim**-0.5  # std-1 queries become unit-scale tokens
+        self.query_temperature = config.query_temperature
         self.gradient_checkpointing = False  # set by PreTrainedModel.gradient_checkpointing_enable
 
     # ------------------------------------------------------------------------------------ vision model layout
@@ -195,7 +196,7 @@ class FoveatedEncoder(nn.Module):
         layer than concatenation + SDPA at 8 frames of ViT-S/16 here), and it keeps the K glimpses independent
         without a mask. The weights are also the fixation maps.
         """
-        scale = self.head_dim**-0.5
+        scale = self.head_dim**-0.5 / self.query_temperature
         cached_scores = (q @ cached_keys.transpose(-1, -2)) * scale  # [N, H, K, S]
         own_scores = (q * own_keys).sum(dim=-1, keepdim=True) * scale  # [N, H, K, 1]
         return torch.cat([cached_scores, own_scores], dim=-1).softmax(dim=-1)

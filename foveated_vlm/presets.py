@@ -170,6 +170,7 @@ def build_model_and_processor(model_args, data_args):
         "reconstruction_loss_weight": model_args.reconstruction_loss_weight,
         "caption_loss_weight": model_args.caption_loss_weight,
         "coarse_loss_weight": model_args.coarse_loss_weight,
+        "query_temperature": model_args.query_temperature,
     }
     if model_args.text_model == "config":
         if model_args.vision_model:

@@ -93,3 +93,23 @@ def test_bad_inputs_are_clear_errors():
         encoder.query(torch.randn(3, 1, 16), cache)
     with pytest.raises(ValueError, match=r"\[N, K, query_dim\]"):
         encoder.query(torch.randn(2, 16), cache)
+
+
+def test_query_temperature_sharpens_fixations_and_leaves_patches_alone():
+    from tiny import tiny_config
+
+    pixels, queries = torch.randn(3, 3, 32, 32), torch.randn(3, 1, 16)
+    torch.manual_seed(0)
+    plain = FoveatedEncoder(tiny_config()).eval()
+    torch.manual_seed(0)
+    sharp = FoveatedEncoder(tiny_config(query_temperature=0.1)).eval()
+    (states_plain, cache_plain), (states_sharp, cache_sharp) = (
+        plain.encode_patches(pixels),
+        sharp.encode_patches(pixels),
+    )
+    torch.testing.assert_close(states_sharp, states_plain, rtol=0, atol=0)
+    spread = lambda f: (f.flatten(-2).max(-1).values - f.flatten(-2).min(-1).values).mean()  # noqa: E731
+    fix_plain = plain.query(queries, cache_plain, return_fixations=True)[1]
+    fix_sharp = sharp.query(queries, cache_sharp, return_fixations=True)[1]
+    # Near uniform, attention deviates from uniform in proportion to the logits: 10x logits, ~10x the spread.
+    assert spread(fix_sharp) > 5 * spread(fix_plain)
