@@ -15,6 +15,22 @@ from foveated_vlm import FoveatedVLMConfig
 from foveated_vlm.encoder_foveated import FoveatedEncoder
 
 
+def encoder_seconds(encoder, frames: torch.Tensor, queries: torch.Tensor, repeats: int) -> dict:
+    """Interleaved medians (s) of the plain ViT forward, `encode_patches` with and without the patch states, and
+    one `query` over the same frames `[N, 3, H, W]` with `queries` `[N, K, query_dim]`, in inference mode."""
+    with torch.inference_mode():
+        _, cache = encoder.encode_patches(frames, return_patch_states=False)
+        return interleaved_medians(
+            {
+                "plain": lambda: encoder.vision_model(frames),
+                "patches": lambda: encoder.encode_patches(frames),
+                "cache_only": lambda: encoder.encode_patches(frames, return_patch_states=False),
+                "query": lambda: encoder.query(queries, cache),
+            },
+            repeats,
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=8)
@@ -29,17 +45,7 @@ def main():
     frames = torch.randn(args.frames, 3, config.frame_size, config.frame_size)
     queries = torch.randn(args.frames, args.tokens_per_frame, config.query_dim)
 
-    with torch.inference_mode():
-        _, cache = encoder.encode_patches(frames, return_patch_states=False)
-        seconds = interleaved_medians(
-            {
-                "plain": lambda: encoder.vision_model(frames),
-                "patches": lambda: encoder.encode_patches(frames),
-                "cache_only": lambda: encoder.encode_patches(frames, return_patch_states=False),
-                "query": lambda: encoder.query(queries, cache),
-            },
-            args.repeats,
-        )
+    seconds = encoder_seconds(encoder, frames, queries, args.repeats)
     plain, patches, cache_only, query = (seconds[k] for k in ("plain", "patches", "cache_only", "query"))
 
     results = {

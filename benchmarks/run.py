@@ -38,7 +38,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from decode_sampling import FPS, decode_all, write_clip
+from encoder_cost import encoder_seconds
 from patch_baseline import PatchTokenVLM
+from stream_latency import stream_seconds
 from timing import interleaved_medians, machine
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -152,20 +154,10 @@ def step_in_fresh_process(kind: str, frames: int, max_repeats: int, budget_s: fl
 # ---------------------------------------------------------------------------------------------- measures
 def encoder_costs(model, frames: int, repeats: int) -> dict:
     """cache_overhead and query_speedup, as `encoder_cost.py` measures them (K = 1, inference mode)."""
-    encoder, config = model.foveated_encoder, model.config
+    config = model.config
     pixels = torch.randn(frames, 3, config.frame_size, config.frame_size)
     queries = torch.randn(frames, config.tokens_per_frame, config.query_dim)
-    with torch.inference_mode():
-        _, cache = encoder.encode_patches(pixels, return_patch_states=False)
-        seconds = interleaved_medians(
-            {
-                "plain": lambda: encoder.vision_model(pixels),
-                "patches": lambda: encoder.encode_patches(pixels),
-                "cache_only": lambda: encoder.encode_patches(pixels, return_patch_states=False),
-                "query": lambda: encoder.query(queries, cache),
-            },
-            repeats,
-        )
+    seconds = encoder_seconds(model.foveated_encoder, pixels, queries, repeats)
     return {
         "cache_overhead": seconds["patches"] / seconds["plain"],
         "query_speedup": seconds["cache_only"] / seconds["query"],
@@ -205,20 +197,7 @@ def training_costs(frames: int, repeats: int) -> dict:
 
 def stream_costs(model, frames: int, warmup: int) -> dict:
     """Median per-frame push time and its split, as `stream_latency.py` measures it (B = 1, 16-token prompt)."""
-    config = model.config
-    size, target = config.frame_size, (1, config.target_channels, config.target_size, config.target_size)
-    with torch.inference_mode():
-        stream = model.eval().stream(input_ids=torch.randint(0, 49152, (1, TEXT_TOKENS)))
-        for _ in range(warmup):
-            stream.push(torch.randn(1, 3, size, size), torch.randn(target))
-        steps, totals = [], []
-        for _ in range(frames):
-            frame, latent = torch.randn(1, 3, size, size), torch.randn(target)
-            start = time.perf_counter()
-            steps.append(stream.push(frame, latent).timings)
-            totals.append(time.perf_counter() - start)
-    parts = {name: statistics.median(step[name] for step in steps) for name in steps[0]}
-    push = statistics.median(totals)
+    parts, push = stream_seconds(model, frames, warmup, prompt_tokens=TEXT_TOKENS)
     return {"stream_overhead": push / parts["encode"], "stream_split_s": {**parts, "push": push}}
 
 

@@ -17,6 +17,24 @@ from timing import machine, report
 from foveated_vlm import FoveatedVLMConfig, FoveatedVLMForConditionalGeneration
 
 
+def stream_seconds(model, frames: int, warmup: int, prompt_tokens: int = 16) -> tuple[dict, float]:
+    """Median seconds per pushed frame, split into the stream's parts, and of the whole push (B = 1, a random
+    text prompt, random frames and targets, after `warmup` pushes)."""
+    config = model.config
+    size, target = config.frame_size, (1, config.target_channels, config.target_size, config.target_size)
+    with torch.inference_mode():
+        stream = model.eval().stream(input_ids=torch.randint(0, config.video_start_token_id, (1, prompt_tokens)))
+        for _ in range(warmup):
+            stream.push(torch.randn(1, 3, size, size), torch.randn(target))
+        steps, totals = [], []
+        for _ in range(frames):
+            frame, latent = torch.randn(1, 3, size, size), torch.randn(target)
+            start = time.perf_counter()
+            steps.append(stream.push(frame, latent).timings)
+            totals.append(time.perf_counter() - start)
+    return {name: statistics.median(step[name] for step in steps) for name in steps[0]}, statistics.median(totals)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=16)
@@ -28,22 +46,7 @@ def main():
     torch.manual_seed(0)
     config = FoveatedVLMConfig(tokens_per_frame=args.tokens_per_frame)
     model = FoveatedVLMForConditionalGeneration(config).eval()
-    size, target = config.frame_size, (1, config.target_channels, config.target_size, config.target_size)
-    prompt = torch.randint(0, 49152, (1, 16))
-
-    with torch.inference_mode():
-        stream = model.stream(input_ids=prompt)
-        for _ in range(args.warmup):
-            stream.push(torch.randn(1, 3, size, size), torch.randn(target))
-        steps, totals = [], []
-        for _ in range(args.frames):
-            frame, latent = torch.randn(1, 3, size, size), torch.randn(target)
-            start = time.perf_counter()
-            steps.append(stream.push(frame, latent).timings)
-            totals.append(time.perf_counter() - start)
-
-    parts = {name: statistics.median(step[name] for step in steps) for name in steps[0]}
-    push = statistics.median(totals)
+    parts, push = stream_seconds(model, args.frames, args.warmup)
     results = {
         "machine": machine(),
         "frames": args.frames,
