@@ -37,6 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from datasets_scripts.faults import SampleFailures
+from datasets_scripts.pipeline import build_dataset
 from foveated_vlm.targets import PixelTargetEncoder, SDVAETargetEncoder, build_target_encoder
 from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor
 
@@ -272,16 +273,15 @@ class PrecomputedTargetsCollator:
 
 
 def _source(args):
-    if args.dataset == "llava_video" and args.annotation_files:
-        from datasets_scripts.llava_video import llava_video_dataset
-
-        return llava_video_dataset(
-            args.annotation_files, video_root=args.video_root, shards=args.shards, num_frames=args.num_frames
-        )
-    from datasets_scripts.pipeline import build_dataset
-
     return build_dataset(
-        args.dataset, seed=args.seed, frame_size=args.frame_size, num_frames=args.num_frames, task=args.task
+        args.dataset,
+        seed=args.seed,
+        frame_size=args.frame_size,
+        num_frames=args.num_frames,
+        task=args.task,
+        data_files=args.annotation_files,
+        video_root=args.video_root,
+        shards=args.shards,
     )
 
 
