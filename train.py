@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datasets.distributed import split_dataset_by_node
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from datasets_scripts.pipeline import DATASETS, build_dataset
+from datasets_scripts.pipeline import DATASETS, GENERATED, build_dataset
 from datasets_scripts.precompute import PrecomputedTargets, PrecomputedTargetsCollator, video_id_of
 from foveated_vlm import VideoTextCollator, build_target_encoder
 from foveated_vlm.evaluation import evaluate_model
@@ -52,6 +52,19 @@ class ModelArguments:
     caption_loss_weight: float = 1.0
     coarse_loss_weight: float = 1.0
     query_temperature: float = 1.0
+    query_top_k: int = field(default=0, metadata={"help": "hard top-k attention of the queries in the ViT; 0: off"})
+    query_norm: str = field(default="none", metadata={"help": "'batch': standardise planned queries over the batch"})
+    token_norm: str = field(default="none", metadata={"help": "'batch': standardise frame tokens over the batch"})
+    fine_queries: str = field(default="predicted", metadata={"help": "'random': the random-query control"})
+    contrastive_loss_weight: float = 0.0
+    entropy_margin_loss_weight: float = 0.0
+    entropy_margin: float = 0.5
+    vision_initializer_range: float = field(
+        default=0.02, metadata={"help": "std of a fresh ViT's weights; larger gives its attention logits room"}
+    )
+    vision_type: str = field(
+        default="dinov3_vit", metadata={"help": "fresh ViT layout: dinov3_vit (RoPE) or dinov2 (learned positions)"}
+    )
     freeze_vision: bool = False
     freeze_language_model: bool = False
     lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the language model; 0 trains it fully"})
@@ -66,6 +79,7 @@ class ModelArguments:
 class DataArguments:
     dataset: str = field(default="synthetic", metadata={"help": f"one of {sorted(DATASETS)}"})
     task: str = field(default="caption", metadata={"help": "synthetic task: caption or clutter"})
+    question: str = field(default="direction", metadata={"help": "clutter question: direction, quadrant or mark"})
     num_frames: int = 8
     frame_size: int = 64
     target: str = field(default="pixels", metadata={"help": "reconstruction target: pixels or sd-vae"})
@@ -144,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
             frame_size=data_args.frame_size,
             num_frames=data_args.num_frames,
             task=data_args.task,
+            question=data_args.question,
             data_files=files[0] if held_out else data_args.data_files,
             video_root=(files[1] or data_args.video_root) if held_out else data_args.video_root,
             shards=files[2] if held_out else data_args.shards,
@@ -154,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
         return dataset
 
-    # Held out: another seed of the synthetic source (disjoint clips); for real corpora, the --eval_* files.
-    has_held_out = data_args.dataset == "synthetic" or bool(data_args.eval_data_files or data_args.eval_shards)
+    # Held out: another seed of a generated source (disjoint clips); for real corpora, the --eval_* files.
+    has_held_out = data_args.dataset in GENERATED or bool(data_args.eval_data_files or data_args.eval_shards)
     evaluate_videos = data_args.eval_videos if has_held_out else 0
     held_out_seed = training_args.seed + data_args.data_seed_offset
     train_stream = stream(training_args.seed, shard=True)

@@ -10,11 +10,28 @@ from datasets_scripts.llava_video import llava_video_dataset
 from datasets_scripts.synthetic import SyntheticVideoConfig, synthetic_dataset
 from datasets_scripts.webvid import webvid_dataset
 
-__all__ = ["DATASETS", "build_dataset"]
+__all__ = ["CLUTTER_SCENE", "DATASETS", "GENERATED", "build_dataset"]
+
+# The foveation experiment's scenes: `clutter` (several objects, each its own colour, over a noisy background; the
+# prompt names one) and its control `global_change` (the same kind of scene, still, while the whole frame brightens,
+# darkens or pans).
+CLUTTER_SCENE = {"num_objects": (4, 6), "distinct_colours": True}
 
 
-def _synthetic(split_seed, frame_size, num_frames, task, **_):
-    config = SyntheticVideoConfig(frame_size=frame_size, num_frames=num_frames, task=task)
+def _synthetic(split_seed, frame_size, num_frames, task, question="direction", **_):
+    config = SyntheticVideoConfig(frame_size=frame_size, num_frames=num_frames, task=task, question=question)
+    return synthetic_dataset(config, seed=split_seed)
+
+
+def _clutter(split_seed, frame_size, num_frames, task, question="direction", **_):
+    config = SyntheticVideoConfig(
+        frame_size=frame_size, num_frames=num_frames, task="clutter", question=question, **CLUTTER_SCENE
+    )
+    return synthetic_dataset(config, seed=split_seed)
+
+
+def _global_change(split_seed, frame_size, num_frames, task, **_):
+    config = SyntheticVideoConfig(frame_size=frame_size, num_frames=num_frames, task="global", **CLUTTER_SCENE)
     return synthetic_dataset(config, seed=split_seed)
 
 
@@ -37,7 +54,18 @@ def _llava_video(split_seed, frame_size, num_frames, task, data_files=None, vide
 
 
 # name -> builder(seed, frame_size, num_frames, task, data_files=..., video_root=..., shards=...) -> IterableDataset
-DATASETS = {"synthetic": _synthetic, "webvid": _webvid, "folder": _folder, "llava_video": _llava_video}
+DATASETS = {
+    "synthetic": _synthetic,
+    "clutter": _clutter,
+    "global_change": _global_change,
+    "webvid": _webvid,
+    "folder": _folder,
+    "llava_video": _llava_video,
+}
+
+
+# Sources drawn from a seed: another seed is a held-out split of the same distribution.
+GENERATED = ("synthetic", "clutter", "global_change")
 
 
 def build_dataset(
@@ -47,6 +75,7 @@ def build_dataset(
     frame_size: int,
     num_frames: int,
     task: str = "caption",
+    question: str = "direction",
     data_files: list[str] | None = None,
     video_root: str | None = None,
     shards: list[str] | None = None,
@@ -56,5 +85,12 @@ def build_dataset(
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     return DATASETS[name](
-        seed, frame_size, num_frames, task, data_files=data_files, video_root=video_root, shards=shards
+        seed,
+        frame_size,
+        num_frames,
+        task,
+        question=question,
+        data_files=data_files,
+        video_root=video_root,
+        shards=shards,
     )

@@ -9,7 +9,10 @@ tasks:
 * `clutter`: several objects, each a distinct colour+shape pair; the prompt names one ("Track the red triangle.
   Which way does it move?") and the answer is something only that target shows: its direction of motion, the
   quadrant it ends in, or whether it carries a small dot. Labels are drawn uniformly, so chance is 1/|answers|,
-  and every object moves along the same four directions, so only colour+shape single out the target.
+  and every object moves along the same four directions, so only colour+shape single out the target;
+* `global`: the control of the foveation experiment, where the only change is global: still objects, and the
+  whole frame brightens, darkens or pans (wrapping around), so no place in it says more about the next frame
+  than any other.
 
 Geometry: the frame spans [0, W] in continuous pixel units, pixel i covering [i, i + 1) (its centre is i + 0.5).
 An object of size s has half-extent r = s / 2 and its centre stays in [r, W - r], so it never leaves the frame.
@@ -31,6 +34,7 @@ from datasets import Array4D, Features, IterableDataset, Value
 
 __all__ = [
     "ANSWERS",
+    "GLOBAL_CHANGES",
     "PALETTE",
     "SHAPES",
     "SyntheticClip",
@@ -53,7 +57,7 @@ PALETTE = {
     "white": (245, 245, 245),
     "orange": (250, 140, 20),
 }
-TASKS = ("caption", "clutter")
+TASKS = ("caption", "clutter", "global")
 BACKGROUNDS = ("plain", "noise")
 ANSWERS = {
     "direction": ("right", "up", "left", "down"),  # label k is compass heading 2k (see COMPASS)
@@ -66,6 +70,8 @@ PROMPTS = {
     "mark": "Look at the {} {}. Does it have a dot on it?",
 }
 CAPTION_PROMPT = "Describe the video."
+GLOBAL_CHANGES = ("brighter", "darker", "left", "right", "up", "down")  # the `global` task: gain, or pan direction
+_GAIN_RANGE = (0.3, 0.6)  # a global-brightness clip changes by this fraction of its level over the clip
 # Headings counter-clockwise from "right"; image y grows downwards, so "up" is -y.
 COMPASS = ("right", "up and to the right", "up", "up and to the left",
            "left", "down and to the left", "down", "down and to the right")  # fmt: skip
@@ -91,9 +97,9 @@ class SyntheticVideoConfig:
 
     frame_size: int = 32  # H = W in pixels
     num_frames: int = 8  # T
-    task: str = "caption"  # "caption": describe the objects; "clutter": answer a question about one named target
+    task: str = "caption"  # "caption": describe the objects; "clutter": answer about one named target; "global"
     question: str = "direction"  # clutter only: "direction" of motion, "quadrant" it ends in, or "mark" (a dot)
-    num_objects: tuple[int, int] | None = None  # inclusive range; None: (1, 1) for caption, (3, 5) for clutter
+    num_objects: tuple[int, int] | None = None  # inclusive range; None: (1, 1) for caption, (3, 5) otherwise
     shapes: tuple[str, ...] = SHAPES
     colours: tuple[str, ...] = tuple(PALETTE)
     object_size: tuple[float, float] = (0.125, 0.25)  # side / diameter: 4-8 px at 32 px
@@ -101,6 +107,7 @@ class SyntheticVideoConfig:
     static_prob: float = 0.2  # share of objects that stay still (a direction target always moves)
     mark_prob: float = 0.25  # share of objects with a small dark dot: a detail only a close look resolves
     background: str = "noise"  # "plain" dark, or dark with light noise that is static over the clip
+    distinct_colours: bool = False  # every object its own colour, so the colour alone singles out the target
 
     def __post_init__(self):
         _check_choice("task", self.task, TASKS)
@@ -119,6 +126,10 @@ class SyntheticVideoConfig:
         low, high = self.num_objects
         if not 1 <= low <= high:
             raise ValueError(f"num_objects={self.num_objects} must be an inclusive range (low, high) with 1 <= low")
+        if self.distinct_colours and high > len(self.colours):
+            raise ValueError(
+                f"num_objects up to {high} with distinct_colours needs as many colours; got {len(self.colours)}"
+            )
         if high > len(self.shapes) * len(self.colours):
             raise ValueError(
                 f"num_objects up to {high} needs as many distinct colour+shape pairs, so that a prompt names exactly "
@@ -235,12 +246,16 @@ def generate_clip(seed: int, config: SyntheticVideoConfig | None = None) -> Synt
 
     n = int(rng.integers(config.num_objects[0], config.num_objects[1] + 1))
     # Distinct colour+shape pairs, so the target's pair names it alone; the last object is the target.
-    pairs = rng.choice(len(config.colours) * len(config.shapes), size=n, replace=False)
+    if config.distinct_colours:
+        colour_index = rng.choice(len(config.colours), size=n, replace=False)
+        pairs = colour_index * len(config.shapes) + rng.integers(len(config.shapes), size=n)
+    else:
+        pairs = rng.choice(len(config.colours) * len(config.shapes), size=n, replace=False)
     colours = [config.colours[p // len(config.shapes)] for p in pairs]
     shapes = [config.shapes[p % len(config.shapes)] for p in pairs]
     sizes = rng.uniform(*config.object_size, n) * size_px  # [N]
     r = sizes[:, None] / 2  # [N, 1]
-    static = rng.random(n) < config.static_prob
+    static = (rng.random(n) < config.static_prob) | (config.task == "global")  # global: only the frame changes
     marked = rng.random(n) < config.mark_prob
     # Clutter objects all move along the four answer directions, so motion never singles out the target.
     heading = rng.integers(4, size=n) * 2 if clutter else rng.integers(8, size=n)  # [N] index into COMPASS
@@ -300,10 +315,19 @@ def generate_clip(seed: int, config: SyntheticVideoConfig | None = None) -> Synt
 
     target = objects[-1]
     caption = " ".join(_sentence(obj) for obj in [target, *objects[:-1]])
+    change = None
+    if config.task == "global":
+        change = GLOBAL_CHANGES[int(rng.integers(len(GLOBAL_CHANGES)))]
+        frames, shift = _global_change(frames, change, rng, config)
+        for obj in objects:  # a pan carries every object with the frame
+            obj["positions"] = np.mod(np.asarray(obj["positions"]) + shift, size_px).tolist()
+        nouns = [f"{obj['colour']} {obj['shape']}" for obj in objects]
+        listed = nouns[0] if len(nouns) == 1 else ", ".join(nouns[:-1]) + " and " + nouns[-1]
+        caption = f"{_GLOBAL_SENTENCE[change]} It shows {listed}."
     answers = list(ANSWERS[config.question]) if clutter else []
     ground_truth = {
         "task": config.task, "question": config.question if clutter else None, "answers": answers,
-        "label": label, "target": n - 1, "objects": objects,
+        "label": label, "target": n - 1, "objects": objects, "global_change": change,
         "frame_size": size_px, "num_frames": num_frames,
     }  # fmt: skip
     if clutter:
@@ -311,6 +335,32 @@ def generate_clip(seed: int, config: SyntheticVideoConfig | None = None) -> Synt
     else:
         prompt, answer = CAPTION_PROMPT, caption
     return SyntheticClip(frames, prompt, answer, caption, ground_truth, seed)
+
+
+_GLOBAL_SENTENCE = {
+    "brighter": "The whole scene gets brighter.", "darker": "The whole scene gets darker.",
+    "left": "The whole scene pans left.", "right": "The whole scene pans right.",
+    "up": "The whole scene pans up.", "down": "The whole scene pans down.",
+}  # fmt: skip
+
+
+def _global_change(frames, change, rng, config):
+    """Apply one global change to still `frames` [T, H, W, 3]: a brightness ramp, or a pan that wraps around.
+    Returns the new frames and each frame's shift in px ([T, 2], (x, y); zero for brightness)."""
+    steps = np.arange(config.num_frames)  # [T]
+    shift = np.zeros((config.num_frames, 2))
+    if change in ("brighter", "darker"):
+        gain = rng.uniform(*_GAIN_RANGE) * (1 if change == "brighter" else -1)
+        scale = 1 + gain * steps / (config.num_frames - 1)  # [T]
+        return np.clip(frames * scale[:, None, None, None], 0, 255).astype(np.uint8), shift
+    speed = max(1, round(rng.uniform(*config.speed) * config.frame_size))  # whole pixels: rolls stay exact
+    direction = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[change]
+    shift = steps[:, None] * speed * np.array(direction)  # [T, 2]
+    # Roll every frame by its own shift at once: gather rows and columns from shifted index grids.
+    rows = np.mod(np.arange(config.frame_size)[None, :] - shift[:, 1:].astype(np.int64), config.frame_size)  # [T, H]
+    cols = np.mod(np.arange(config.frame_size)[None, :] - shift[:, :1].astype(np.int64), config.frame_size)  # [T, W]
+    panned = frames[steps[:, None, None], rows[:, :, None], cols[:, None, :]]  # [T, H, W, 3]
+    return panned, shift
 
 
 def clip_seed(seed: int, index: int) -> int:

@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+from .data_collator import chat_prompt
+
 __all__ = ["main"]
 
 
@@ -31,14 +33,9 @@ def _load(model_dir: str):
     return model, processor
 
 
-def _chat_prompt(processor, prompt: str) -> str:
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
 def caption(args) -> str:
     model, processor = _load(args.model)
-    batch = processor(text=[_chat_prompt(processor, args.prompt)], videos=[args.video], num_frames=args.num_frames)
+    batch = processor(text=[chat_prompt(processor, args.prompt)], videos=[args.video], num_frames=args.num_frames)
     with torch.inference_mode():
         ids = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=False)
     text = processor.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)[0].strip()
@@ -69,7 +66,7 @@ def stream(args) -> dict:
 
     model, processor = _load(args.model)
     video_processor, config = processor.video_processor, model.config
-    before_video, after_video = _chat_prompt(processor, args.prompt).split(processor.video_token, 1)
+    before_video, after_video = chat_prompt(processor, args.prompt).split(processor.video_token, 1)
     tokenizer = processor.tokenizer
     prompt_ids = tokenizer(before_video, return_tensors="pt").input_ids
     suffix_ids = tokenizer(after_video, return_tensors="pt", add_special_tokens=False).input_ids
@@ -126,6 +123,18 @@ def stream(args) -> dict:
     return {"frames": len(pictures), "frames_per_second": 1 / per_frame, "timings": seconds, "caption": text}
 
 
+def _training_data_arguments(model_dir: str) -> dict:
+    """The data arguments `train.py` recorded beside the checkpoint (`train_args.json`), or {} without them."""
+    import json
+    import os
+
+    path = os.path.join(model_dir, "train_args.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        return json.load(handle).get("data", {})
+
+
 def evaluate(args) -> dict:
     import json
 
@@ -136,6 +145,9 @@ def evaluate(args) -> dict:
 
     model, processor = _load(args.model)
     config, video_processor = model.config, processor.video_processor
+    trained = _training_data_arguments(args.model)
+    task = args.task or trained.get("task", "caption")
+    question = args.question or trained.get("question", "direction")
     if config.target_channels == 4:
         target_encoder = build_target_encoder("sd-vae", target_size=config.target_size, vae_name_or_path=args.vae)
     else:
@@ -145,12 +157,17 @@ def evaluate(args) -> dict:
         seed=args.seed,
         frame_size=video_processor.size,
         num_frames=video_processor.num_frames,
-        task=args.task,
+        task=task,
+        question=question,
     )
     metrics = evaluate_model(
         model, processor, samples, num_videos=args.num_videos, batch_size=args.batch_size, target_encoder=target_encoder
     )
     metrics.update(dataset=args.dataset, seed=args.seed, model=args.model)
+    if args.dataset == "synthetic":
+        metrics["task"] = task
+    if args.dataset == "clutter" or task == "clutter":
+        metrics["question"] = question
     text = json.dumps(metrics, indent=2)
     if args.json:
         with open(args.json, "w") as handle:
@@ -186,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser = commands.add_parser("evaluate", help="held-out metrics of both passes")
     evaluate_parser.add_argument("--model", required=True, help="a checkpoint directory (model and processor)")
     evaluate_parser.add_argument("--dataset", required=True, help="a dataset name (see datasets_scripts.pipeline)")
-    evaluate_parser.add_argument("--task", default="caption", help="synthetic task: caption or clutter")
+    evaluate_parser.add_argument(
+        "--task", default=None, help="synthetic task: caption, clutter or global (default: the model's training task)"
+    )
+    evaluate_parser.add_argument(
+        "--question", default=None, help="clutter: direction, quadrant or mark (default: the model's training question)"
+    )
     evaluate_parser.add_argument("--seed", type=int, default=1, help="stream seed; training used --seed (0)")
     evaluate_parser.add_argument("--num_videos", type=int, default=64)
     evaluate_parser.add_argument("--batch_size", type=int, default=8)

@@ -55,6 +55,29 @@ class FoveatedVLMConfig(PreTrainedConfig):
         query_temperature (`float`, *optional*, defaults to 1.0):
             Temperature of the queries' attention in every ViT layer (patches are not affected). Below 1 it
             sharpens the fixations; a from-scratch ViT's small logits otherwise give near-uniform attention.
+        query_top_k (`int`, *optional*, defaults to 0):
+            Hard top-k attention: in every ViT layer each query attends only to its k highest-scoring cached tokens
+            (and itself). 0 keeps soft attention over all of them.
+        query_norm (`str`, *optional*, defaults to `"none"`):
+            `"batch"` standardises each planned-query dimension over the batch during training (running statistics
+            at inference), so what distinguishes one video's or prompt's query from another's is at unit scale
+            instead of buried under the part all queries share (the query-collapse symptom). `"none"` leaves them.
+        token_norm (`str`, *optional*, defaults to `"none"`):
+            `"batch"` standardises each pass's frame tokens over the batch before the language model (running
+            statistics at inference, a learned scale and shift). A fresh ViT's tokens differ from frame to frame by
+            a small fraction of their size; standardised, that difference is what the language model sees, and a
+            from-scratch model starts reading the video instead of learning the answers' text prior alone.
+        fine_queries (`str`, *optional*, defaults to `"predicted"`):
+            `"random"` is the control of the foveation experiment: the fine pass reads every frame with fresh random
+            std-1 queries instead of the planned ones, so any fine/coarse gap it shows is not from choosing.
+        contrastive_loss_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the seeds' contrastive regulariser: the mean cosine similarity of each video's fine and coarse
+            frame tokens, minimised to push the two passes apart.
+        entropy_margin_loss_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the seeds' entropy-margin regulariser, `relu(H_fine - H_coarse + entropy_margin)` over the
+            fixation entropies (nats), rewarding fine fixations sharper than the static query's.
+        entropy_margin (`float`, *optional*, defaults to 0.5):
+            The margin of that regulariser, in nats.
     """
 
     model_type = "foveated_vlm"
@@ -99,6 +122,13 @@ class FoveatedVLMConfig(PreTrainedConfig):
     caption_loss_weight: float = 1.0
     coarse_loss_weight: float = 1.0  # lambda_coarse
     query_temperature: float = 1.0  # divides the queries' attention logits in the ViT; < 1 sharpens where they look
+    query_top_k: int = 0  # 0: soft attention over every cached token
+    query_norm: str = "none"  # "batch": standardise planned queries over the batch (running statistics at inference)
+    token_norm: str = "none"  # "batch": standardise each pass's frame tokens over the batch
+    fine_queries: str = "predicted"  # "random": the control, fine pass with random queries
+    contrastive_loss_weight: float = 0.0
+    entropy_margin_loss_weight: float = 0.0
+    entropy_margin: float = 0.5  # nats
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
@@ -127,12 +157,27 @@ class FoveatedVLMConfig(PreTrainedConfig):
                 f"predictor_channels={self.predictor_channels} is invalid; expected a multiple of 4 "
                 "(the trunk widens C -> c/4 -> c/2 -> c)"
             )
-        for name in ("reconstruction_loss_weight", "caption_loss_weight", "coarse_loss_weight"):
+        for name in (
+            "reconstruction_loss_weight",
+            "caption_loss_weight",
+            "coarse_loss_weight",
+            "contrastive_loss_weight",
+            "entropy_margin_loss_weight",
+        ):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"{name}={value!r} is invalid; expected a number >= 0")
         if not self.query_temperature > 0:
             raise ValueError(f"query_temperature={self.query_temperature!r} is invalid; expected a number > 0")
+        if not isinstance(self.query_top_k, int) or self.query_top_k < 0:
+            raise ValueError(f"query_top_k={self.query_top_k!r} is invalid; expected an integer >= 0 (0: off)")
+        for name, allowed in (
+            ("query_norm", ("none", "batch")),
+            ("token_norm", ("none", "batch")),
+            ("fine_queries", ("predicted", "random")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; expected one of {list(allowed)}")
 
         image_size, patch_size = (
             _square(vision.image_size, "vision_config.image_size"),

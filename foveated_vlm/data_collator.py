@@ -2,15 +2,26 @@
 
 A sample is a dict with `frames` (anything `FoveatedVideoProcessor` reads: a `[T, H, W, 3]` uint8 array, a path,
 bytes, a URL), a `prompt` and, when captions are trained, an `answer`. `VideoTextCollator` renders each prompt with
-the processor's chat template (a user turn holding the video, then the prompt), runs the processor (frames,
-tokens, caption labels) and the target encoder, and returns exactly what
+the processor's chat template (a user turn holding the prompt, then the video: see `chat_prompt`), runs the
+processor (frames, tokens, caption labels) and the target encoder, and returns exactly what
 `FoveatedVLMForConditionalGeneration.forward` takes. Use it as the `data_collator` of a `Trainer`, with
 `remove_unused_columns=False` so the Trainer keeps the raw columns for it.
 """
 
 import torch
 
-__all__ = ["VideoTextCollator"]
+__all__ = ["VideoTextCollator", "chat_prompt"]
+
+
+def chat_prompt(processor, prompt: str) -> str:
+    """The chat-formatted user turn, prompt then video, ending with the assistant's turn (what generation sees).
+
+    The prompt comes first because the language model is causal: the hidden states that plan where to look in each
+    frame can only read text that precedes the video. With the video first, "Track the red triangle" would arrive
+    after every query was chosen, and no query could single out the target.
+    """
+    messages = [{"role": "user", "content": [{"type": "text", "text": prompt}, {"type": "video"}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 class VideoTextCollator:
@@ -28,9 +39,7 @@ class VideoTextCollator:
         self.train_captions = train_captions
 
     def prompt_text(self, prompt: str) -> str:
-        """The chat-formatted prompt that generation will also see, ending with the assistant's turn."""
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return chat_prompt(self.processor, prompt)
 
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.processor(

@@ -57,6 +57,7 @@ class FoveatedEncoder(nn.Module):
         self.query_in_proj = nn.Linear(config.query_dim, vision_config.hidden_size, bias=False)
         self.query_in_proj.init_std = config.query_dim**-0.5  # std-1 queries become unit-scale tokens
         self.query_temperature = config.query_temperature
+        self.query_top_k = config.query_top_k
         self.gradient_checkpointing = False  # set by PreTrainedModel.gradient_checkpointing_enable
 
     # ------------------------------------------------------------------------------------ vision model layout
@@ -198,6 +199,9 @@ class FoveatedEncoder(nn.Module):
         """
         scale = self.head_dim**-0.5 / self.query_temperature
         cached_scores = (q @ cached_keys.transpose(-1, -2)) * scale  # [N, H, K, S]
+        if 0 < self.query_top_k < cached_scores.shape[-1]:  # hard top-k: only the k best cached tokens stay
+            kth_best = cached_scores.topk(self.query_top_k, dim=-1).values[..., -1:]  # [N, H, K, 1]
+            cached_scores = cached_scores.masked_fill(cached_scores < kth_best, float("-inf"))
         own_scores = (q * own_keys).sum(dim=-1, keepdim=True) * scale  # [N, H, K, 1]
         return torch.cat([cached_scores, own_scores], dim=-1).softmax(dim=-1)
 

@@ -10,6 +10,12 @@ Metrics (keys of `foveated-vlm evaluate --json`):
                                                        (corpus BLEU-4, ROUGE-L F1; a local `evaluate` module)
   accuracy_fine / accuracy_coarse                      fraction right, where samples define an answer among choices:
                                                        each pass picks the choice it gives the lowest loss
+  caption_loss_other_video                             fine caption loss with each text paired with another video
+                                                       of its batch: equal to caption_loss_fine when the model does
+                                                       not read the video at all (the answers' text prior alone)
+  target_fixation_fine / target_fixation_coarse        share of the fixation (best of the K glimpses) on the patches
+  target_fixation_uniform                              the prompted target covers, where the ground truth places it
+                                                       (synthetic clips); `_uniform` is what an even map puts there
 """
 
 import json
@@ -23,8 +29,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data_collator import VideoTextCollator
+from .modeling_foveated import fixation_entropy
 from .targets import PixelTargetEncoder, SDVAETargetEncoder
-from .trainer_foveated import fixation_entropy, ratio_metrics
+from .trainer_foveated import ratio_metrics
 
 __all__ = ["evaluate_model", "per_sample_caption_losses"]
 
@@ -89,11 +96,32 @@ def _caption_scores(predictions: list[str], references: list[str]) -> dict[str, 
     return {"caption_bleu": scores["bleu"], "caption_rouge_l": scores["rouge_l"]}
 
 
+def _ground_truth(sample) -> dict | None:
+    truth = sample.get("ground_truth")
+    return json.loads(truth) if isinstance(truth, str) else truth
+
+
+def target_patches(sample, grid: int, frame_size: int) -> torch.Tensor | None:
+    """`[T, grid, grid]` bool: the patches the sample's target object overlaps in each frame, or None when its
+    ground truth does not place a target (only synthetic clips do)."""
+    truth = _ground_truth(sample)
+    if not truth or truth.get("target") is None or not truth.get("objects"):
+        return None
+    target = truth["objects"][truth["target"]]
+    scale = grid / truth["frame_size"]  # patches per source pixel
+    centres = torch.tensor(target["positions"], dtype=torch.float32) * scale  # [T, 2] (x, y) in patch units
+    radius = target["size"] / 2 * scale
+    low = (centres - radius).floor().clamp(0, grid - 1)  # [T, 2] first patch overlapped
+    high = (centres + radius).ceil().clamp(1, grid) - 1  # [T, 2] last patch overlapped
+    index = torch.arange(grid, dtype=torch.float32)
+    cols = (index >= low[:, :1]) & (index <= high[:, :1])  # [T, grid]
+    rows = (index >= low[:, 1:]) & (index <= high[:, 1:])  # [T, grid]
+    return rows[:, :, None] & cols[:, None, :]
+
+
 def _choices(sample) -> tuple[list[str], int] | None:
     """(answers, label) when the sample's ground truth defines an answer among choices."""
-    truth = sample.get("ground_truth")
-    if isinstance(truth, str):
-        truth = json.loads(truth)
+    truth = _ground_truth(sample)
     if not truth or not truth.get("answers") or truth.get("label") is None:
         return None
     return list(truth["answers"]), int(truth["label"])
@@ -140,7 +168,7 @@ def evaluate_model(
         }
         for name, (states, plan, fixations) in hidden.items():
             add(f"caption_loss_{name}", per_sample_caption_losses(model, states, batch["labels"]))
-            add(f"fixation_entropy_{name}", torch.stack([fixation_entropy(f) for f in fixations]))
+            add(f"fixation_entropy_{name}", fixation_entropy(fixations).flatten(1).mean(1))
             if "target_latents" in batch:
                 predicted = model.predict_next_latents(plan, batch["target_latents"])  # [B, T, C, h, w]
                 add(f"loss_{name}", (predicted - batch["target_latents"]).pow(2).flatten(1).mean(1))
@@ -148,6 +176,23 @@ def evaluate_model(
                     pictures = target_encoder.decode(predicted), target_encoder.decode(batch["target_latents"])
                     add(f"psnr_{name}", _psnr(*pictures).mean(1))
                     add(f"ssim_{name}", _ssim(*pictures).mean(1))
+        if len(chunk) > 1:  # does the model read the video? the same texts with the batch's videos rotated by one
+            rotated = model.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                pixel_values_videos=batch["pixel_values_videos"].roll(1, dims=0),
+            )
+            add(
+                "caption_loss_other_video", per_sample_caption_losses(model, rotated.last_hidden_state, batch["labels"])
+            )
+        grid = out.fixations_fine.shape[-1]
+        masks = [target_patches(sample, grid, model.config.frame_size) for sample in chunk]
+        if all(mask is not None for mask in masks):
+            masks = torch.stack(masks)[:, :, None].to(out.fixations_fine.dtype)  # [B, T, 1, gh, gw]
+            for name in ("fine", "coarse"):
+                on_target = (getattr(out, f"fixations_{name}") * masks).flatten(-2).sum(-1)  # [B, T, K]
+                add(f"target_fixation_{name}", on_target.amax(-1).mean(1))
+            add("target_fixation_uniform", masks.flatten(2).mean(-1).flatten(1).mean(1))
         if generate_captions:
             generated.extend(_generate(model, processor, chunk, max_new_tokens))
             references.extend(sample["answer"] for sample in chunk)

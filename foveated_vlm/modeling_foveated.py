@@ -55,6 +55,7 @@ class FoveatedVLMModelOutput(ModelOutput):
     plan_hidden_fine / plan_hidden_coarse: `[B, T, D]`; `[:, t]` is the state at the video start (t = 0) or after
         frame t-1, the one that plans frame t and predicts target t.
     queries: `[B, T, K, query_dim]`, `[:, t]` the query used on frame t.
+    frame_embeds_fine / frame_embeds_coarse: `[B, T*K, D]` the frame tokens each pass merged into the text.
     fixations_fine / fixations_coarse: `[B, T, K, gh, gw]` when attentions are requested.
     past_key_values: the fine pass's language-model cache when `use_cache`.
     """
@@ -64,6 +65,8 @@ class FoveatedVLMModelOutput(ModelOutput):
     plan_hidden_fine: torch.FloatTensor | None = None
     plan_hidden_coarse: torch.FloatTensor | None = None
     queries: torch.FloatTensor | None = None
+    frame_embeds_fine: torch.FloatTensor | None = None
+    frame_embeds_coarse: torch.FloatTensor | None = None
     fixations_fine: torch.FloatTensor | None = None
     fixations_coarse: torch.FloatTensor | None = None
     past_key_values: object | None = None
@@ -78,6 +81,7 @@ class FoveatedVLMOutput(ModelOutput):
     logits: `[B, L, vocab]` fine pass. predicted_latents / predicted_latents_coarse: `[B, T, C, h, w]`, `[:, t]`
     predicts target t from frames < t and target t-1. queries: `[B, T, K, query_dim]`.
     fixations_fine / fixations_coarse: `[B, T, K, gh, gw]` with `output_attentions=True`.
+    contrastive_loss / entropy_margin_loss: the optional regularisers (None when their weight is 0).
     """
 
     loss: torch.FloatTensor | None = None
@@ -85,6 +89,8 @@ class FoveatedVLMOutput(ModelOutput):
     loss_coarse: torch.FloatTensor | None = None
     caption_loss_fine: torch.FloatTensor | None = None
     caption_loss_coarse: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    entropy_margin_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     predicted_latents: torch.FloatTensor | None = None
     predicted_latents_coarse: torch.FloatTensor | None = None
@@ -92,6 +98,12 @@ class FoveatedVLMOutput(ModelOutput):
     fixations_fine: torch.FloatTensor | None = None
     fixations_coarse: torch.FloatTensor | None = None
     past_key_values: object | None = None
+
+
+def fixation_entropy(fixations: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of fixation maps `[..., gh, gw]` (each sums to 1) -> `[...]`; ln(gh*gw) is uniform."""
+    p = fixations.flatten(-2).float()
+    return -(p * p.clamp_min(1e-12).log()).sum(-1)
 
 
 def check_video_shape(pixel_values_videos: torch.Tensor):
@@ -146,6 +158,12 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         self.query_head = nn.Linear(text_width, k * config.query_dim)  # hidden state -> next frame's K queries
         self.query_head.init_std = text_width**-0.5  # its input is a normed hidden state: queries start at std ~1
         self.mode_embeddings = nn.Parameter(torch.empty(2, text_width))  # added at <video_start>: coarse, fine
+        # Optional: standardise the planned queries over the batch (no learned scale, so they stay at std 1).
+        self.query_norm = nn.BatchNorm1d(k * config.query_dim, affine=False) if config.query_norm == "batch" else None
+        # Optional: standardise each pass's frame tokens over the batch (running statistics at inference).
+        self.token_norms = None
+        if config.token_norm == "batch":
+            self.token_norms = nn.ModuleList([nn.BatchNorm1d(text_width) for _ in (self.COARSE, self.FINE)])
         self.post_init()
 
     def get_input_embeddings(self):
@@ -187,19 +205,32 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
             )
         return start
 
-    def extract_tokens(self, queries: torch.Tensor, cache: VisionKVCache, output_attentions: bool):
+    def embed_frame_tokens(self, tokens: torch.Tensor, mode: int) -> torch.Tensor:
+        """Vision tokens `[..., D_vision]` of one pass -> language-model embeddings `[..., D_text]`."""
+        embeds = self.vision_to_text(tokens)
+        if self.token_norms is not None:
+            embeds = self.token_norms[mode](embeds.flatten(0, -2)).view_as(embeds)
+        return embeds
+
+    def extract_tokens(self, queries: torch.Tensor, cache: VisionKVCache, output_attentions: bool, mode: int):
         """Queries `[B, T, K, qd]` -> frame embeddings `[B, T*K, D_text]` and fixations `[B, T, K, gh, gw]` or None."""
         batch, frames = queries.shape[:2]
         result = self.foveated_encoder.query(queries.flatten(0, 1), cache, return_fixations=output_attentions)
         tokens, fixations = result if output_attentions else (result, None)  # tokens [B*T, K, D_vision]
-        embeds = self.vision_to_text(tokens).reshape(batch, -1, self.config.text_config.hidden_size)
+        embeds = self.embed_frame_tokens(tokens, mode).reshape(batch, -1, self.config.text_config.hidden_size)
         if fixations is not None:
             fixations = fixations.unflatten(0, (batch, frames))  # [B, T, K, gh, gw]
         return embeds, fixations
 
     def plan_queries(self, plan_hidden: torch.Tensor) -> torch.Tensor:
-        """Hidden states `[B, T, D]` -> queries `[B, T, K, query_dim]`."""
-        return self.query_head(plan_hidden).unflatten(-1, (self.config.tokens_per_frame, self.config.query_dim))
+        """Hidden states `[B, T, D]` (or `[B, D]`) -> queries `[B, T, K, query_dim]` (or `[B, K, query_dim]`)."""
+        queries = self.query_head(plan_hidden)  # [..., K * qd]
+        if self.query_norm is not None:
+            queries = self.query_norm(queries.flatten(0, -2)).view_as(queries)  # statistics over every planned query
+        queries = queries.unflatten(-1, (self.config.tokens_per_frame, self.config.query_dim))
+        if self.config.fine_queries == "random":  # the control: the fine pass reads with queries nobody chose
+            queries = torch.randn_like(queries)
+        return queries
 
     def run_language_model(self, token_embeds, frame_embeds, frame_mask, start_mask, mode, **lm_kwargs):
         """Merge frame embeddings and the pass's mode embedding into the text embeddings and run the LM."""
@@ -245,18 +276,20 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         plan_positions = start[:, None] + torch.arange(frames, device=input_ids.device) * self.config.tokens_per_frame
         gather_index = plan_positions[..., None].expand(-1, -1, self.config.text_config.hidden_size)  # [B, T, D]
 
+        # The entropy-margin regulariser needs both passes' fixations.
+        output_attentions = output_attentions or self.config.entropy_margin_loss_weight > 0
         # One patch pass for all B*T frames; both passes read its cached keys/values.
         _, cache = self.foveated_encoder.encode_patches(pixel_values_videos.flatten(0, 1), return_patch_states=False)
 
         # Pass 1 (coarse): the static queries on every frame; the language model plans the next query.
         static = self.static_queries.expand(batch, frames, -1, -1)  # [B, T, K, qd]
-        coarse_embeds, fixations_coarse = self.extract_tokens(static, cache, output_attentions)
+        coarse_embeds, fixations_coarse = self.extract_tokens(static, cache, output_attentions, self.COARSE)
         coarse = self.run_language_model(token_embeds, coarse_embeds, frame_mask, start_mask, self.COARSE, **lm_kwargs)
         plan_hidden_coarse = coarse.last_hidden_state.gather(1, gather_index)  # [B, T, D]
         queries = self.plan_queries(plan_hidden_coarse)  # [B, T, K, qd]
 
         # Pass 2 (fine): each frame read with the query planned from the frames before it.
-        fine_embeds, fixations_fine = self.extract_tokens(queries, cache, output_attentions)
+        fine_embeds, fixations_fine = self.extract_tokens(queries, cache, output_attentions, self.FINE)
         fine = self.run_language_model(
             token_embeds, fine_embeds, frame_mask, start_mask, self.FINE, past_key_values=past_key_values, **lm_kwargs
         )
@@ -266,6 +299,8 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
             plan_hidden_fine=fine.last_hidden_state.gather(1, gather_index),
             plan_hidden_coarse=plan_hidden_coarse,
             queries=queries,
+            frame_embeds_fine=fine_embeds,
+            frame_embeds_coarse=coarse_embeds,
             fixations_fine=fixations_fine,
             fixations_coarse=fixations_coarse,
             past_key_values=fine.past_key_values,
@@ -319,6 +354,24 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
         count = num_items_in_batch if num_items_in_batch is not None else supervised.sum().clamp_min(1)
         return loss / count
+
+    def regularizers(self, outputs: FoveatedVLMModelOutput):
+        """The seeds' optional regularisers, each None when its weight is 0 (or there is no video):
+
+        - contrastive: mean over videos of the cosine similarity between the fine and coarse frame tokens
+          (`[B, T*K, D]` flattened per video), pushing the passes to read different things;
+        - entropy margin: `relu(H_fine - H_coarse + margin)`, H the mean fixation entropy (nats) of each pass.
+        """
+        config = self.config
+        contrastive = entropy_margin = None
+        if config.contrastive_loss_weight > 0 and outputs.frame_embeds_fine is not None:
+            fine, coarse = outputs.frame_embeds_fine.flatten(1), outputs.frame_embeds_coarse.flatten(1)  # [B, T*K*D]
+            contrastive = F.cosine_similarity(fine.float(), coarse.float(), dim=-1).mean()
+        if config.entropy_margin_loss_weight > 0 and outputs.fixations_fine is not None:
+            entropy_fine = fixation_entropy(outputs.fixations_fine).mean()
+            entropy_coarse = fixation_entropy(outputs.fixations_coarse).mean()
+            entropy_margin = F.relu(entropy_fine - entropy_coarse + config.entropy_margin)
+        return contrastive, entropy_margin
 
     def _check_targets(self, target_latents, labels, input_ids, pixel_values_videos):
         config = self.config
@@ -395,6 +448,14 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             caption = caption_fine + (config.coarse_loss_weight * caption_coarse if caption_coarse is not None else 0)
             caption = config.caption_loss_weight * caption
             loss = caption if loss is None else loss + caption
+        contrastive, entropy_margin = self.regularizers(outputs)
+        if loss is not None:
+            for weight, term in (
+                (config.contrastive_loss_weight, contrastive),
+                (config.entropy_margin_loss_weight, entropy_margin),
+            ):
+                if term is not None:
+                    loss = loss + weight * term
 
         return FoveatedVLMOutput(
             loss=loss,
@@ -402,6 +463,8 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             loss_coarse=loss_coarse,
             caption_loss_fine=caption_fine,
             caption_loss_coarse=caption_coarse,
+            contrastive_loss=contrastive,
+            entropy_margin_loss=entropy_margin,
             logits=logits,
             predicted_latents=predicted,
             predicted_latents_coarse=predicted_coarse,

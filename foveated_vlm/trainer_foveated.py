@@ -3,7 +3,8 @@
 The Trainer logs only `loss` by itself. Every logging step here also carries, averaged over the steps since the
 last log: `loss_fine`, `loss_coarse`, `ratio` (coarse / fine, > 1 means looking where the model chose helped),
 `caption_loss_fine`, `caption_loss_coarse`, `caption_ratio` where captions are trained, and the fixation entropies
-of both passes (nats over the patch grid; lower is more selective). Evaluation reports the same keys with the
+of both passes (nats over the patch grid; lower is more selective), and the optional regularisers
+(`contrastive_loss`, `entropy_margin_loss`) when they are on. Evaluation reports the same keys with the
 `eval_` prefix.
 """
 
@@ -14,14 +15,9 @@ import torch
 from transformers import Trainer
 
 from .finetuning import optimizer_groups
+from .modeling_foveated import fixation_entropy
 
-__all__ = ["FoveatedTrainer", "fixation_entropy", "ratio_metrics"]
-
-
-def fixation_entropy(fixations: torch.Tensor) -> torch.Tensor:
-    """Mean entropy (nats) of `[..., gh, gw]` maps that each sum to 1."""
-    maps = fixations.flatten(-2).float()
-    return -(maps * maps.clamp_min(1e-12).log()).sum(-1).mean()
+__all__ = ["FoveatedTrainer", "ratio_metrics"]
 
 
 def ratio_metrics(sums: dict[str, float]) -> dict[str, float]:
@@ -40,6 +36,7 @@ class FoveatedTrainer(Trainer):
     """`Trainer` for `FoveatedVLMForConditionalGeneration`: asks for fixations and logs both passes."""
 
     _PASS_METRICS = ("loss_fine", "loss_coarse", "caption_loss_fine", "caption_loss_coarse")
+    _REGULARIZERS = ("contrastive_loss", "entropy_margin_loss")
 
     def __init__(self, *args, backbone_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -91,15 +88,15 @@ class FoveatedTrainer(Trainer):
         split = "train" if model.training else "eval"
         sums = self._sums[split]
         # Detached tensors, summed on the device: converting to numbers only when logging avoids a sync per step.
-        for name in self._PASS_METRICS:
+        for name in self._PASS_METRICS + self._REGULARIZERS:
             value = getattr(outputs, name)
             if value is not None:
                 sums[name] = sums[name] + value.detach().float()
         for name in ("fine", "coarse"):
             fixations = getattr(outputs, f"fixations_{name}")
             if fixations is not None:
-                sums[f"fixation_entropy_{name}"] = sums[f"fixation_entropy_{name}"] + fixation_entropy(
-                    fixations.detach()
+                sums[f"fixation_entropy_{name}"] = (
+                    sums[f"fixation_entropy_{name}"] + fixation_entropy(fixations.detach()).mean()
                 )
         self._counts[split] += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss

@@ -144,7 +144,7 @@ def test_chat_template():
         "<|im_start|>assistant\na red ball<|im_end|>\n"
     )
     text_only = [{"role": "user", "content": [{"type": "text", "text": "what happens ?"}, {"type": "video"}]}]
-    assert processor.apply_chat_template(text_only).endswith("user\nwhat happens ?<video><|im_end|>\n")
+    assert processor.apply_chat_template(text_only).endswith("user\nwhat happens ?\n<video><|im_end|>\n")
     # The rendered prompt goes through the processor unchanged; answers make the training sample.
     batch = processor(text=[prompt], videos=[random_video()], answers=["a red ball rolls"])
     decoded = processor.decode(batch["input_ids"][0], skip_special_tokens=True)  # word-level: joined by spaces

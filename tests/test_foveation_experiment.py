@@ -1,0 +1,211 @@
+"""The foveation experiment's parts: its scenes, the ablation switches, the regularisers, the target-fixation metric,
+the presets and the results table. (The experiment itself is minutes of training: experiments/foveation.py.)"""
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny import tiny_batch, tiny_config
+
+import train
+from datasets_scripts.pipeline import build_dataset
+from datasets_scripts.synthetic import GLOBAL_CHANGES, SyntheticVideoConfig, generate_clip
+from foveated_vlm import FoveatedVLMForConditionalGeneration
+from foveated_vlm.evaluation import target_patches
+from foveated_vlm.modeling_foveated import fixation_entropy
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
+import foveation  # noqa: E402
+
+
+def model_for(**overrides):
+    torch.manual_seed(0)
+    return FoveatedVLMForConditionalGeneration(tiny_config(**overrides))
+
+
+# ------------------------------------------------------------------------------------------------- scenes
+def test_clutter_dataset_gives_distinct_colours_and_a_named_target():
+    for sample in build_dataset("clutter", seed=0, frame_size=32, num_frames=4, question="quadrant").take(20):
+        truth = json.loads(sample["ground_truth"])
+        colours = [obj["colour"] for obj in truth["objects"]]
+        assert len(set(colours)) == len(colours) and 4 <= len(colours) <= 6
+        target = truth["objects"][truth["target"]]
+        assert f"{target['colour']} {target['shape']}" in sample["prompt"]
+        assert truth["question"] == "quadrant" and sample["answer"] == truth["answers"][truth["label"]]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_global_change_moves_the_whole_frame_and_nothing_else(seed):
+    config = SyntheticVideoConfig(task="global", frame_size=32, num_frames=5)
+    clip = generate_clip(seed, config)
+    truth = clip.ground_truth
+    change, frames = truth["global_change"], clip.frames.astype(int)
+    assert change in GLOBAL_CHANGES and all(obj["motion"] == "static" for obj in truth["objects"])
+    if change in ("brighter", "darker"):
+        means = frames.reshape(len(frames), -1).mean(1)
+        steps = np.diff(means)
+        assert (steps > 0).all() if change == "brighter" else (steps < 0).all()
+    else:  # every frame is the first one rolled by the same whole-pixel step per frame
+        direction = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[change]
+        matches = [
+            speed
+            for speed in range(1, 16)
+            if all(
+                np.array_equal(np.roll(frames[0], (t * speed * direction[0], t * speed * direction[1]), (0, 1)), f)
+                for t, f in enumerate(frames)
+            )
+        ]
+        assert matches, change
+    assert truth["global_change"] in clip.caption.replace("gets ", "").replace("pans ", "")
+
+
+def test_distinct_colours_that_cannot_fit_is_a_clear_error():
+    with pytest.raises(ValueError, match="distinct_colours needs as many colours"):
+        SyntheticVideoConfig(
+            task="clutter", num_objects=(3, 4), colours=("red", "green", "blue"), distinct_colours=True
+        )
+
+
+# ------------------------------------------------------------------------------------------ ablation switches
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("query_top_k", -1, "query_top_k"),
+        ("query_norm", "layer", "query_norm"),
+        ("token_norm", "layer", "token_norm"),
+        ("fine_queries", "oracle", "fine"),
+    ],
+)
+def test_bad_ablation_settings_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**{field: value})
+
+
+def test_top_k_keeps_exactly_k_cached_tokens_per_query():
+    model = model_for(query_top_k=3).eval()
+    encoder = model.foveated_encoder
+    pixels = torch.randn(2, 3, 32, 32)
+    _, cache = encoder.encode_patches(pixels)
+    queries = torch.randn(2, 1, 16)
+    q = encoder._heads(encoder.layers[0].attention.q_proj(encoder.layers[0].norm1(encoder.query_in_proj(queries))))
+    own = torch.zeros_like(q)
+    weights = encoder._query_attention(q, own, cache.keys[0])  # [N, H, K, S+1]
+    assert ((weights[..., :-1] > 0).sum(-1) == 3).all()
+    assert torch.allclose(weights.sum(-1), torch.ones_like(weights[..., 0]))
+    # k as large as the cache is plain soft attention.
+    everything = model_for(query_top_k=cache.keys[0].shape[2]).eval().foveated_encoder
+    soft = model_for().eval().foveated_encoder
+    assert torch.allclose(everything.query(queries, cache), soft.query(queries, cache), atol=1e-6)
+
+
+def test_random_fine_queries_are_fresh_and_leave_the_coarse_pass_alone():
+    model = model_for(fine_queries="random").eval()
+    batch = tiny_batch(model.config)
+    with torch.no_grad():
+        first, second = model(**batch), model(**batch)
+    assert not torch.allclose(first.queries, second.queries)
+    assert abs(first.queries.std().item() - 1) < 0.3  # std-1 draws, like the static queries
+    assert torch.equal(first.caption_loss_coarse, second.caption_loss_coarse)
+    assert not torch.equal(first.caption_loss_fine, second.caption_loss_fine)
+
+
+def test_batch_norms_standardise_in_training_and_streams_equal_in_eval():
+    model = model_for(query_norm="batch", token_norm="batch")
+    batch = tiny_batch(model.config, batch=4, frames=4)
+    out = model.train()(**batch)
+    flat = out.queries.flatten(0, 1).flatten(1)  # [B*T, K*qd]
+    assert torch.allclose(flat.mean(0), torch.zeros(flat.shape[1]), atol=1e-5)
+    assert torch.allclose(flat.var(0, unbiased=False), torch.ones(flat.shape[1]), atol=5e-3)  # eps of the norm
+    tokens = model.model(input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"])
+    tokens = tokens.frame_embeds_fine.flatten(0, 1)  # [B*T*K, D]: standardised; the norm's scale starts at 1, shift 0
+    assert torch.allclose(tokens.mean(0), torch.zeros(tokens.shape[1]), atol=1e-5)
+    assert torch.allclose(tokens.var(0, unbiased=False), torch.ones(tokens.shape[1]), atol=5e-3)
+    model.eval()  # running statistics: the parallel forward and the stream agree, through both passes' norms
+    with torch.no_grad():
+        parallel = model(**batch)
+        stream = model.stream(input_ids=batch["input_ids"][:, :3], batch_size=4)
+        for t in range(4):
+            step = stream.push(batch["pixel_values_videos"][:, t], target_latent=batch["target_latents"][:, t])
+            assert torch.allclose(step.query, parallel.queries[:, t], atol=1e-4)
+            if t < 3:  # the coarse stream's tokens plan the next query; the fine stream's predict the next target
+                assert torch.allclose(step.next_query, parallel.queries[:, t + 1], atol=1e-4)
+                assert torch.allclose(step.predicted_latent, parallel.predicted_latents[:, t + 1], atol=1e-4)
+
+
+def test_regularisers_are_what_they_say_and_enter_the_loss():
+    base = model_for().train()
+    batch = tiny_batch(base.config)
+    plain = base(**batch)
+    weights = {"contrastive_loss_weight": 0.3, "entropy_margin_loss_weight": 0.7, "entropy_margin": 2.0}
+    model = model_for(**weights).train()
+    out = model(**batch)
+    inner = model.model(
+        input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"], output_attentions=True
+    )
+    fine, coarse = inner.frame_embeds_fine.flatten(1), inner.frame_embeds_coarse.flatten(1)
+    assert torch.allclose(out.contrastive_loss, F.cosine_similarity(fine, coarse, dim=-1).mean(), atol=1e-4)
+    gap = fixation_entropy(inner.fixations_fine).mean() - fixation_entropy(inner.fixations_coarse).mean()
+    assert torch.allclose(out.entropy_margin_loss, F.relu(gap + 2.0), atol=1e-4)
+    expected = plain.loss + 0.3 * out.contrastive_loss + 0.7 * out.entropy_margin_loss
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+    out.loss.backward()
+    assert model.model.query_head.weight.grad.abs().sum() > 0
+    assert plain.contrastive_loss is None and plain.entropy_margin_loss is None
+
+
+def test_fixation_entropy_is_zero_for_a_point_and_log_n_for_uniform():
+    point = torch.zeros(1, 4, 4)
+    point[0, 1, 2] = 1
+    assert fixation_entropy(point).item() == pytest.approx(0.0, abs=1e-6)
+    assert fixation_entropy(torch.full((2, 4, 4), 1 / 16)) == pytest.approx(math.log(16))
+
+
+# ---------------------------------------------------------------------------------------- target fixation
+def test_target_patches_cover_the_target_in_every_frame():
+    config = SyntheticVideoConfig(task="clutter", question="quadrant", frame_size=64, num_frames=6)
+    for seed in range(10):
+        clip = generate_clip(seed, config)
+        sample = {"ground_truth": json.dumps(clip.ground_truth)}
+        masks = target_patches(sample, grid=8, frame_size=64)  # [T, 8, 8]: 8 px patches
+        target = clip.ground_truth["objects"][-1]
+        for t, (x, y) in enumerate(target["positions"]):
+            assert masks[t, int(y // 8), int(x // 8)]  # the centre's patch
+            rows, cols = masks[t].nonzero().unbind(1)
+            r = target["size"] / 2
+            assert (cols * 8 < x + r).all() and ((cols + 1) * 8 > x - r).all()  # only overlapping patches
+            assert (rows * 8 < y + r).all() and ((rows + 1) * 8 > y - r).all()
+    assert target_patches({"prompt": "a real video"}, grid=8, frame_size=64) is None
+
+
+# ----------------------------------------------------------------------------------------- presets, table
+@pytest.mark.parametrize("preset", ["clutter", "global-control"])
+def test_experiment_presets_parse_and_build(preset):
+    model_args, data_args, training_args = train.parse(["--preset", preset])
+    assert training_args.output_dir == f"outputs/{preset}"
+    if preset == "clutter":
+        assert (data_args.dataset, data_args.question, model_args.reconstruction_loss_weight) == (
+            "clutter",
+            "quadrant",
+            0,
+        )
+    else:
+        assert data_args.dataset == "global_change" and not data_args.train_captions
+    assert model_args.vision_type == "dinov2" and model_args.query_norm == "batch"
+
+
+def test_results_table_has_the_seed_mean_and_every_run():
+    results = {
+        "clutter-seed0": {"steps": 10, "caption_ratio": 1.2, "accuracy_fine": 0.6, "accuracy_coarse": 0.3},
+        "clutter-seed1": {"steps": 10, "caption_ratio": 1.4, "accuracy_fine": 0.8, "accuracy_coarse": 0.3},
+        "global-control": {"ratio": 1.001},
+    }
+    text = foveation.table(results)
+    assert "| clutter, mean ± sd of 2 seeds | 10 | 1.300 ± 0.141 | - | 70.0% ± 14.1% | 30.0% ± 0.0% |" in text
+    assert "| global-control | - | - | 1.001 |" in text
+    with pytest.raises(SystemExit):
+        foveation.main(["--ablations", "no-such-ablation", "--out", "unused"])
