@@ -80,6 +80,9 @@ class DataArguments:
     dataset: str = field(default="synthetic", metadata={"help": f"one of {sorted(DATASETS)}"})
     task: str = field(default="caption", metadata={"help": "synthetic task: caption or clutter"})
     question: str = field(default="direction", metadata={"help": "clutter question: direction, quadrant or mark"})
+    caption_mix: float = field(
+        default=0.0, metadata={"help": "clutter: share of training clips described whole instead of questioned"}
+    )
     num_frames: int = 8
     frame_size: int = 64
     target: str = field(default="pixels", metadata={"help": "reconstruction target: pixels or sd-vae"})
@@ -123,6 +126,12 @@ def check_arguments(model_args, data_args, training_args) -> None:
         raise SystemExit("nothing to train: the reconstruction weight is 0 and captions are off or weighted 0")
     if data_args.task != "caption" and data_args.dataset != "synthetic":
         raise SystemExit(f"--task {data_args.task} is a synthetic task; --dataset {data_args.dataset} has its own")
+    if data_args.caption_mix and data_args.dataset != "clutter":
+        raise SystemExit(
+            f"--caption_mix mixes described clips into --dataset clutter; got --dataset {data_args.dataset}"
+        )
+    if not 0 <= data_args.caption_mix < 1:
+        raise SystemExit(f"--caption_mix {data_args.caption_mix} must be in [0, 1): the share of described clips")
     if model_args.lora_rank and training_args.resume_from_checkpoint:
         raise SystemExit("resuming a LoRA run is not supported yet: its checkpoints hold adapter weights")
     if model_args.lora_rank and model_args.freeze_language_model:
@@ -159,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
             num_frames=data_args.num_frames,
             task=data_args.task,
             question=data_args.question,
+            caption_mix=0.0 if held_out else data_args.caption_mix,  # held-out clips are all questions
             data_files=files[0] if held_out else data_args.data_files,
             video_root=(files[1] or data_args.video_root) if held_out else data_args.video_root,
             shards=files[2] if held_out else data_args.shards,

@@ -5,6 +5,10 @@ Every source yields samples: dicts with `frames` (decoded `[T, H, W, 3]` uint8, 
 of samples into model batches.
 """
 
+from dataclasses import replace
+
+from datasets import interleave_datasets
+
 from datasets_scripts.folder import folder_dataset
 from datasets_scripts.llava_video import llava_video_dataset
 from datasets_scripts.synthetic import SyntheticVideoConfig, synthetic_dataset
@@ -16,6 +20,7 @@ __all__ = ["CLUTTER_SCENE", "DATASETS", "GENERATED", "build_dataset"]
 # prompt names one) and its control `global_change` (the same kind of scene, still, while the whole frame brightens,
 # darkens or pans).
 CLUTTER_SCENE = {"num_objects": (4, 6), "distinct_colours": True}
+_DESCRIBED_STREAM = 2**30  # offset of the described clips' stream seed, away from every question stream
 
 
 def _synthetic(split_seed, frame_size, num_frames, task, question="direction", **_):
@@ -23,11 +28,17 @@ def _synthetic(split_seed, frame_size, num_frames, task, question="direction", *
     return synthetic_dataset(config, seed=split_seed)
 
 
-def _clutter(split_seed, frame_size, num_frames, task, question="direction", **_):
+def _clutter(split_seed, frame_size, num_frames, task, question="direction", caption_mix=0.0, **_):
     config = SyntheticVideoConfig(
         frame_size=frame_size, num_frames=num_frames, task="clutter", question=question, **CLUTTER_SCENE
     )
-    return synthetic_dataset(config, seed=split_seed)
+    questions = synthetic_dataset(config, seed=split_seed)
+    if not caption_mix:
+        return questions
+    # Some clips of the same kind of scene described whole ("A red circle moves left. ..."): every word of those
+    # captions depends on the frames, a dense signal that teaches the model to read its visual tokens at all.
+    described = synthetic_dataset(replace(config, task="caption"), seed=split_seed + _DESCRIBED_STREAM)
+    return interleave_datasets([questions, described], probabilities=[1 - caption_mix, caption_mix], seed=split_seed)
 
 
 def _global_change(split_seed, frame_size, num_frames, task, **_):
@@ -76,6 +87,7 @@ def build_dataset(
     num_frames: int,
     task: str = "caption",
     question: str = "direction",
+    caption_mix: float = 0.0,
     data_files: list[str] | None = None,
     video_root: str | None = None,
     shards: list[str] | None = None,
@@ -90,6 +102,7 @@ def build_dataset(
         num_frames,
         task,
         question=question,
+        caption_mix=caption_mix,
         data_files=data_files,
         video_root=video_root,
         shards=shards,

@@ -33,6 +33,7 @@ ABLATIONS = {
     "contrastive": ["--contrastive_loss_weight", "0.1"],
     "entropy-margin": ["--entropy_margin_loss_weight", "0.1"],
     "no-query-norm": ["--query_norm", "none"],
+    "no-token-norm": ["--token_norm", "none"],
     "random-queries": ["--fine_queries", "random"],
 }
 COLUMNS = (

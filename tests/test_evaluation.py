@@ -140,3 +140,24 @@ def test_a_non_finite_loss_stops_with_the_step(tmp_path):
     batch = VideoTextCollator(processor, build_target_encoder("pixels", target_size=8))(samples(n=2))
     with pytest.raises(FloatingPointError, match="non-finite loss nan at step 0"):
         trainer.compute_loss(model, batch)
+
+
+def test_other_video_loss_equals_the_caption_loss_exactly_when_the_video_is_not_read(tmp_path):
+    model, processor = tiny_model_and_processor(tmp_path)
+
+    def other_video_gap():
+        metrics = evaluate_model(
+            model, processor, iter(samples(n=4)), num_videos=4, batch_size=4, generate_captions=False, progress=False
+        )
+        return metrics["caption_loss_other_video"] - metrics["caption_loss_fine"]
+
+    torch.manual_seed(0)
+    with torch.no_grad():  # at 0.02 init the attention barely moves the residual stream: make what it reads count
+        model.foveated_encoder.final_norm.weight.mul_(100)
+        for layer in model.model.language_model.layers:
+            layer.self_attn.o_proj.weight.mul_(100)
+    assert abs(other_video_gap()) > 1e-6  # small but real: a random model's answers depend a little on the frames
+    with torch.no_grad():  # cut the frames out of the language model's input: only the text prior is left
+        model.model.vision_to_text.weight.zero_()
+        model.model.vision_to_text.bias.zero_()
+    assert other_video_gap() == 0.0

@@ -39,6 +39,15 @@ def test_clutter_dataset_gives_distinct_colours_and_a_named_target():
         assert truth["question"] == "quadrant" and sample["answer"] == truth["answers"][truth["label"]]
 
 
+def test_caption_mix_interleaves_described_clips_of_the_same_scenes():
+    mixed = list(build_dataset("clutter", seed=0, frame_size=32, num_frames=4, caption_mix=0.5).take(40))
+    described = [s for s in mixed if s["prompt"] == "Describe the video."]
+    assert 8 <= len(described) <= 32 and all(s["answer"].startswith(("A ", "An ")) for s in described)
+    assert all(len({o["colour"] for o in json.loads(s["ground_truth"])["objects"]}) >= 4 for s in mixed)
+    questions = build_dataset("clutter", seed=0, frame_size=32, num_frames=4).take(20)
+    assert all(s["prompt"].startswith("Track the") for s in questions)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_global_change_moves_the_whole_frame_and_nothing_else(seed):
     config = SyntheticVideoConfig(task="global", frame_size=32, num_frames=5)

@@ -251,6 +251,8 @@ def test_two_processes_with_gloo(tmp_path):
     [
         (["--reconstruction_loss_weight", "0", "--train_captions", "False"], "nothing to train"),
         (["--lora_rank", "4", "--freeze_language_model", "True"], "conflicts with --freeze_language_model"),
+        (["--caption_mix", "0.5"], "mixes described clips into --dataset clutter"),
+        (["--dataset", "clutter", "--caption_mix", "1"], "must be in"),
         (["--dataset", "synthetic", "--task", "clutter", "--target", "vqgan"], "unknown target kind"),
     ],
 )
