@@ -93,7 +93,7 @@ def coarse_pass_loss(
 
     _, cache = base.foveated_encoder.encode_patches(pixel_values_videos.flatten(0, 1), return_patch_states=False)
     static = base.static_queries.expand(batch, frames, -1, -1)  # [B, T, K, qd]
-    embeds, _ = base.extract_tokens(static, cache, False, base.COARSE)  # [B, T*K, D]
+    _, embeds, _ = base.extract_tokens(static, cache, False, base.COARSE)  # [B, T*K, D]
     token_embeds = base.get_input_embeddings()(input_ids)
     hidden = base.run_language_model(token_embeds, embeds, frame_mask, start_mask, base.COARSE).last_hidden_state
     predicted = model.predict_next_latents(hidden.gather(1, gather_index), target_latents)  # [B, T, C, h, w]

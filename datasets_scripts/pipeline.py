@@ -37,7 +37,8 @@ def _clutter(split_seed, frame_size, num_frames, task, question="direction", cap
         return questions
     # Some clips of the same kind of scene described whole ("A red circle moves left. ..."): every word of those
     # captions depends on the frames, a dense signal that teaches the model to read its visual tokens at all.
-    described = synthetic_dataset(replace(config, task="caption"), seed=split_seed + _DESCRIBED_STREAM)
+    described_seed = (split_seed + _DESCRIBED_STREAM) % 2**31  # stream seeds live in [0, 2**31)
+    described = synthetic_dataset(replace(config, task="caption"), seed=described_seed)
     return interleave_datasets([questions, described], probabilities=[1 - caption_mix, caption_mix], seed=split_seed)
 
 

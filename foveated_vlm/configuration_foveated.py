@@ -56,8 +56,8 @@ class FoveatedVLMConfig(PreTrainedConfig):
             Temperature of the queries' attention in every ViT layer (patches are not affected). Below 1 it
             sharpens the fixations; a from-scratch ViT's small logits otherwise give near-uniform attention.
         query_top_k (`int`, *optional*, defaults to 0):
-            Hard top-k attention: in every ViT layer each query attends only to its k highest-scoring cached tokens
-            (and itself). 0 keeps soft attention over all of them.
+            Hard top-k attention: in every ViT layer each query attends only to its k highest-scoring patches (ties
+            keep more), the CLS and register tokens and itself. 0 keeps soft attention over every patch.
         query_norm (`str`, *optional*, defaults to `"none"`):
             `"batch"` standardises each planned-query dimension over the batch during training (running statistics
             at inference), so what distinguishes one video's or prompt's query from another's is at unit scale
@@ -66,7 +66,10 @@ class FoveatedVLMConfig(PreTrainedConfig):
             `"batch"` standardises each pass's frame tokens over the batch before the language model (running
             statistics at inference, a learned scale and shift). A fresh ViT's tokens differ from frame to frame by
             a small fraction of their size; standardised, that difference is what the language model sees, and a
-            from-scratch model starts reading the video instead of learning the answers' text prior alone.
+            from-scratch model starts reading the video instead of learning the answers' text prior alone. Both
+            batch norms are for training from scratch: in training their statistics mix every frame and clip of
+            the batch (later frames included), so only evaluation (running statistics) is strictly causal, and the
+            stream equals the parallel forward in eval mode.
         fine_queries (`str`, *optional*, defaults to `"predicted"`):
             `"random"` is the control of the foveation experiment: the fine pass reads every frame with fresh random
             std-1 queries instead of the planned ones, so any fine/coarse gap it shows is not from choosing.

@@ -176,7 +176,9 @@ class FoveatedEncoder(nn.Module):
             attention = layer.attention
             normed = layer.norm1(hidden)
             q = self._heads(attention.q_proj(normed))  # [N, H, K, d]; queries carry no position (no RoPE)
-            weights = self._query_attention(q, self._heads(attention.k_proj(normed)), kv_cache.keys[index])
+            weights = self._query_attention(
+                q, self._heads(attention.k_proj(normed)), kv_cache.keys[index], kv_cache.num_prefix_tokens
+            )
             if return_fixations and index == last:
                 fixations = self._fixation_maps(weights, kv_cache)
             weights = F.dropout(weights, p=self._attention_dropout(layer), training=self.training)
@@ -189,7 +191,7 @@ class FoveatedEncoder(nn.Module):
         z = self.final_norm(hidden)
         return (z, fixations) if return_fixations else z
 
-    def _query_attention(self, q, own_keys, cached_keys):
+    def _query_attention(self, q, own_keys, cached_keys, num_prefix_tokens: int):
         """Softmax weights `[N, H, K, S+1]` of each query over the S cached tokens and over itself (last column).
 
         Scoring the cache and the query's own key separately, then normalising them together, is exact attention
@@ -199,9 +201,11 @@ class FoveatedEncoder(nn.Module):
         """
         scale = self.head_dim**-0.5 / self.query_temperature
         cached_scores = (q @ cached_keys.transpose(-1, -2)) * scale  # [N, H, K, S]
-        if 0 < self.query_top_k < cached_scores.shape[-1]:  # hard top-k: only the k best cached tokens stay
-            kth_best = cached_scores.topk(self.query_top_k, dim=-1).values[..., -1:]  # [N, H, K, 1]
-            cached_scores = cached_scores.masked_fill(cached_scores < kth_best, float("-inf"))
+        patch_scores = cached_scores[..., num_prefix_tokens:]  # [N, H, K, P]
+        if 0 < self.query_top_k < patch_scores.shape[-1]:  # hard top-k over patches; CLS and registers always stay
+            kth_best = patch_scores.topk(self.query_top_k, dim=-1).values[..., -1:]  # [N, H, K, 1]; ties keep more
+            dropped = F.pad(patch_scores < kth_best, (num_prefix_tokens, 0), value=False)  # [N, H, K, S]
+            cached_scores = cached_scores.masked_fill(dropped, float("-inf"))
         own_scores = (q * own_keys).sum(dim=-1, keepdim=True) * scale  # [N, H, K, 1]
         return torch.cat([cached_scores, own_scores], dim=-1).softmax(dim=-1)
 

@@ -101,11 +101,11 @@ def _ground_truth(sample) -> dict | None:
     return json.loads(truth) if isinstance(truth, str) else truth
 
 
-def target_patches(sample, grid: int, frame_size: int) -> torch.Tensor | None:
-    """`[T, grid, grid]` bool: the patches the sample's target object overlaps in each frame, or None when its
-    ground truth does not place a target (only synthetic clips do)."""
+def target_patches(sample, grid: int) -> torch.Tensor | None:
+    """`[T, grid, grid]` bool: the patches the prompted target overlaps in each frame, or None unless the sample is
+    a clutter clip, whose prompt names a target that its ground truth places."""
     truth = _ground_truth(sample)
-    if not truth or truth.get("target") is None or not truth.get("objects"):
+    if not truth or truth.get("task") != "clutter":
         return None
     target = truth["objects"][truth["target"]]
     scale = grid / truth["frame_size"]  # patches per source pixel
@@ -186,7 +186,7 @@ def evaluate_model(
                 "caption_loss_other_video", per_sample_caption_losses(model, rotated.last_hidden_state, batch["labels"])
             )
         grid = out.fixations_fine.shape[-1]
-        masks = [target_patches(sample, grid, model.config.frame_size) for sample in chunk]
+        masks = [target_patches(sample, grid) for sample in chunk]
         if all(mask is not None for mask in masks):
             masks = torch.stack(masks)[:, :, None].to(out.fixations_fine.dtype)  # [B, T, 1, gh, gw]
             for name in ("fine", "coarse"):
@@ -232,11 +232,13 @@ def _score_choices(model, collator, samples, choices, add):
         rows = [i for i, (answers, _) in enumerate(choices) if option < len(answers)]
         chunk = [dict(samples[i], answer=choices[i][0][option]) for i in rows]
         batch = collator(chunk)
-        out = model.model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            pixel_values_videos=batch["pixel_values_videos"],
-        )
+        with torch.random.fork_rng():  # every choice sees the same draws (the random-query control draws queries)
+            torch.manual_seed(0)
+            out = model.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                pixel_values_videos=batch["pixel_values_videos"],
+            )
         for name, states in (("fine", out.last_hidden_state), ("coarse", out.coarse_hidden_state)):
             losses[name][rows, option] = per_sample_caption_losses(model, states, batch["labels"]).cpu()
     labels = torch.tensor([label for _, label in choices])

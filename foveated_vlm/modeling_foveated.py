@@ -55,7 +55,8 @@ class FoveatedVLMModelOutput(ModelOutput):
     plan_hidden_fine / plan_hidden_coarse: `[B, T, D]`; `[:, t]` is the state at the video start (t = 0) or after
         frame t-1, the one that plans frame t and predicts target t.
     queries: `[B, T, K, query_dim]`, `[:, t]` the query used on frame t.
-    frame_embeds_fine / frame_embeds_coarse: `[B, T*K, D]` the frame tokens each pass merged into the text.
+    vision_tokens_fine / vision_tokens_coarse: `[B, T*K, D_vision]` what each pass's glimpses read (the encoder's
+        output, before the projection into the language model).
     fixations_fine / fixations_coarse: `[B, T, K, gh, gw]` when attentions are requested.
     past_key_values: the fine pass's language-model cache when `use_cache`.
     """
@@ -65,8 +66,8 @@ class FoveatedVLMModelOutput(ModelOutput):
     plan_hidden_fine: torch.FloatTensor | None = None
     plan_hidden_coarse: torch.FloatTensor | None = None
     queries: torch.FloatTensor | None = None
-    frame_embeds_fine: torch.FloatTensor | None = None
-    frame_embeds_coarse: torch.FloatTensor | None = None
+    vision_tokens_fine: torch.FloatTensor | None = None
+    vision_tokens_coarse: torch.FloatTensor | None = None
     fixations_fine: torch.FloatTensor | None = None
     fixations_coarse: torch.FloatTensor | None = None
     past_key_values: object | None = None
@@ -213,14 +214,15 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         return embeds
 
     def extract_tokens(self, queries: torch.Tensor, cache: VisionKVCache, output_attentions: bool, mode: int):
-        """Queries `[B, T, K, qd]` -> frame embeddings `[B, T*K, D_text]` and fixations `[B, T, K, gh, gw]` or None."""
+        """Queries `[B, T, K, qd]` -> vision tokens `[B, T*K, D_vision]`, their language-model embeddings
+        `[B, T*K, D_text]` and fixations `[B, T, K, gh, gw]` (None unless `output_attentions`)."""
         batch, frames = queries.shape[:2]
         result = self.foveated_encoder.query(queries.flatten(0, 1), cache, return_fixations=output_attentions)
         tokens, fixations = result if output_attentions else (result, None)  # tokens [B*T, K, D_vision]
         embeds = self.embed_frame_tokens(tokens, mode).reshape(batch, -1, self.config.text_config.hidden_size)
         if fixations is not None:
             fixations = fixations.unflatten(0, (batch, frames))  # [B, T, K, gh, gw]
-        return embeds, fixations
+        return tokens.reshape(batch, -1, tokens.shape[-1]), embeds, fixations
 
     def plan_queries(self, plan_hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states `[B, T, D]` (or `[B, D]`) -> queries `[B, T, K, query_dim]` (or `[B, K, query_dim]`)."""
@@ -283,13 +285,15 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
 
         # Pass 1 (coarse): the static queries on every frame; the language model plans the next query.
         static = self.static_queries.expand(batch, frames, -1, -1)  # [B, T, K, qd]
-        coarse_embeds, fixations_coarse = self.extract_tokens(static, cache, output_attentions, self.COARSE)
+        coarse_tokens, coarse_embeds, fixations_coarse = self.extract_tokens(
+            static, cache, output_attentions, self.COARSE
+        )
         coarse = self.run_language_model(token_embeds, coarse_embeds, frame_mask, start_mask, self.COARSE, **lm_kwargs)
         plan_hidden_coarse = coarse.last_hidden_state.gather(1, gather_index)  # [B, T, D]
         queries = self.plan_queries(plan_hidden_coarse)  # [B, T, K, qd]
 
         # Pass 2 (fine): each frame read with the query planned from the frames before it.
-        fine_embeds, fixations_fine = self.extract_tokens(queries, cache, output_attentions, self.FINE)
+        fine_tokens, fine_embeds, fixations_fine = self.extract_tokens(queries, cache, output_attentions, self.FINE)
         fine = self.run_language_model(
             token_embeds, fine_embeds, frame_mask, start_mask, self.FINE, past_key_values=past_key_values, **lm_kwargs
         )
@@ -299,8 +303,8 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
             plan_hidden_fine=fine.last_hidden_state.gather(1, gather_index),
             plan_hidden_coarse=plan_hidden_coarse,
             queries=queries,
-            frame_embeds_fine=fine_embeds,
-            frame_embeds_coarse=coarse_embeds,
+            vision_tokens_fine=fine_tokens,
+            vision_tokens_coarse=coarse_tokens,
             fixations_fine=fixations_fine,
             fixations_coarse=fixations_coarse,
             past_key_values=fine.past_key_values,
@@ -358,18 +362,20 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
     def regularizers(self, outputs: FoveatedVLMModelOutput):
         """The seeds' optional regularisers, each None when its weight is 0 (or there is no video):
 
-        - contrastive: mean over videos of the cosine similarity between the fine and coarse frame tokens
-          (`[B, T*K, D]` flattened per video), pushing the passes to read different things;
-        - entropy margin: `relu(H_fine - H_coarse + margin)`, H the mean fixation entropy (nats) of each pass.
+        - contrastive: mean over videos of the cosine similarity between the fine and coarse vision tokens
+          (`[B, T*K, D_vision]` flattened per video, before any projection or norm a bias could game), pushing the
+          passes to read different things;
+        - entropy margin: `relu(H_fine - H_coarse + margin)`, H the mean fixation entropy (nats) of each pass; the
+          coarse entropy is the reference, so the regulariser sharpens fine fixations instead of blurring coarse ones.
         """
         config = self.config
         contrastive = entropy_margin = None
-        if config.contrastive_loss_weight > 0 and outputs.frame_embeds_fine is not None:
-            fine, coarse = outputs.frame_embeds_fine.flatten(1), outputs.frame_embeds_coarse.flatten(1)  # [B, T*K*D]
+        if config.contrastive_loss_weight > 0 and outputs.vision_tokens_fine is not None:
+            fine, coarse = outputs.vision_tokens_fine.flatten(1), outputs.vision_tokens_coarse.flatten(1)  # [B, -1]
             contrastive = F.cosine_similarity(fine.float(), coarse.float(), dim=-1).mean()
         if config.entropy_margin_loss_weight > 0 and outputs.fixations_fine is not None:
             entropy_fine = fixation_entropy(outputs.fixations_fine).mean()
-            entropy_coarse = fixation_entropy(outputs.fixations_coarse).mean()
+            entropy_coarse = fixation_entropy(outputs.fixations_coarse).mean().detach()
             entropy_margin = F.relu(entropy_fine - entropy_coarse + config.entropy_margin)
         return contrastive, entropy_margin
 

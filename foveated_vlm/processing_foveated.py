@@ -12,8 +12,8 @@ appended to its prompt and only those tokens get labels; everything else is -100
 SmolLM2-Instruct's (`<|im_start|>role\\n...<|im_end|>\\n`) where a `{"type": "video"}` content item renders as
 `<video>`:
 
-    prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe the video."}]}],
+    prompt = processor.apply_chat_template(  # the prompt before the video: queries are planned from what precedes
+        [{"role": "user", "content": [{"type": "text", "text": "Describe the video."}, {"type": "video"}]}],
         add_generation_prompt=True,
     )
     batch = processor(text=[prompt], videos=["clip.mp4"], answers=["A red ball rolls."])   # training

@@ -10,6 +10,7 @@ from tiny import PASS_METRICS, check_pass_metrics
 from transformers import AutoModel, AutoProcessor
 
 import train
+from foveated_vlm.data_collator import chat_prompt
 from foveated_vlm.presets import smollm2_gguf_path
 
 try:
@@ -83,9 +84,7 @@ def test_the_checkpoint_reloads_with_its_processor(trained):
     processor = AutoProcessor.from_pretrained(output)
     processor.check_model_config(model.config)
     video = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8).numpy()
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe the video."}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    batch = processor(text=[prompt], videos=[video])
+    batch = processor(text=[chat_prompt(processor, "Describe the video.")], videos=[video])
     ids = model.generate(**batch, max_new_tokens=3, do_sample=False)
     length = batch["input_ids"].shape[1]
     assert torch.equal(ids[:, :length], batch["input_ids"]) and ids.shape[1] > length
