@@ -56,11 +56,18 @@ class ModelArguments:
     query_norm: str = field(default="none", metadata={"help": "'batch': standardise planned queries over the batch"})
     token_norm: str = field(default="none", metadata={"help": "'batch': standardise frame tokens over the batch"})
     fine_queries: str = field(default="predicted", metadata={"help": "'random': the random-query control"})
+    prompt_query: bool = field(
+        default=False, metadata={"help": "add a query planned from the prompt (<video_start>) to every frame's query"}
+    )
     contrastive_loss_weight: float = 0.0
     entropy_margin_loss_weight: float = 0.0
     entropy_margin: float = 0.5
     vision_initializer_range: float = field(
         default=0.02, metadata={"help": "std of a fresh ViT's weights; larger gives its attention logits room"}
+    )
+    vision_position_init_std: float | None = field(
+        default=None,
+        metadata={"help": "dinov2: std of a fresh ViT's position embeddings (default: --vision_initializer_range)"},
     )
     vision_type: str = field(
         default="dinov3_vit", metadata={"help": "fresh ViT layout: dinov3_vit (RoPE) or dinov2 (learned positions)"}
@@ -82,6 +89,9 @@ class DataArguments:
     question: str = field(default="direction", metadata={"help": "clutter question: direction, quadrant or mark"})
     caption_mix: float = field(
         default=0.0, metadata={"help": "clutter: share of training clips described whole instead of questioned"}
+    )
+    curriculum_clips: int = field(
+        default=0, metadata={"help": "clutter: train first on this many clips of 1, 2, 3 objects, then the full scene"}
     )
     num_frames: int = 8
     frame_size: int = 64
@@ -130,6 +140,10 @@ def check_arguments(model_args, data_args, training_args) -> None:
         raise SystemExit(
             f"--caption_mix mixes described clips into --dataset clutter; got --dataset {data_args.dataset}"
         )
+    if data_args.curriculum_clips and data_args.dataset != "clutter":
+        raise SystemExit(f"--curriculum_clips grows clutter scenes; got --dataset {data_args.dataset}")
+    if data_args.curriculum_clips < 0:
+        raise SystemExit(f"--curriculum_clips {data_args.curriculum_clips} must be >= 0 (0: no curriculum)")
     if not 0 <= data_args.caption_mix < 1:
         raise SystemExit(f"--caption_mix {data_args.caption_mix} must be in [0, 1): the share of described clips")
     if model_args.lora_rank and training_args.resume_from_checkpoint:
@@ -169,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
             task=data_args.task,
             question=data_args.question,
             caption_mix=0.0 if held_out else data_args.caption_mix,  # held-out clips are all questions
+            curriculum_clips=0 if held_out else data_args.curriculum_clips,  # ... of the full scene
             data_files=files[0] if held_out else data_args.data_files,
             video_root=(files[1] or data_args.video_root) if held_out else data_args.video_root,
             shards=files[2] if held_out else data_args.shards,

@@ -7,7 +7,7 @@ of samples into model batches.
 
 from dataclasses import replace
 
-from datasets import interleave_datasets
+from datasets import concatenate_datasets, interleave_datasets
 
 from datasets_scripts.folder import folder_dataset
 from datasets_scripts.llava_video import llava_video_dataset
@@ -21,6 +21,7 @@ __all__ = ["CLUTTER_SCENE", "DATASETS", "GENERATED", "build_dataset"]
 # darkens or pans).
 CLUTTER_SCENE = {"num_objects": (4, 6), "distinct_colours": True}
 _DESCRIBED_STREAM = 2**30  # offset of the described clips' stream seed, away from every question stream
+_CURRICULUM_STREAM = 2**28  # the n-object curriculum stage reads seed + n * this (n < 4): away from the others
 
 
 def _synthetic(split_seed, frame_size, num_frames, task, question="direction", **_):
@@ -28,11 +29,23 @@ def _synthetic(split_seed, frame_size, num_frames, task, question="direction", *
     return synthetic_dataset(config, seed=split_seed)
 
 
-def _clutter(split_seed, frame_size, num_frames, task, question="direction", caption_mix=0.0, **_):
+def _clutter(split_seed, frame_size, num_frames, task, question="direction", caption_mix=0.0, curriculum_clips=0, **_):
     config = SyntheticVideoConfig(
         frame_size=frame_size, num_frames=num_frames, task="clutter", question=question, **CLUTTER_SCENE
     )
     questions = synthetic_dataset(config, seed=split_seed)
+    if curriculum_clips:
+        # A curriculum: scenes of one object first (its answer is learnable in a few hundred steps and teaches the
+        # model to read its frames), then two, ..., then the full scene; `curriculum_clips` clips in all before it.
+        fewer = range(1, config.num_objects[0])
+        per_stage = -(-curriculum_clips // len(fewer))
+        stages = [
+            synthetic_dataset(
+                replace(config, num_objects=(n, n)), seed=(split_seed + n * _CURRICULUM_STREAM) % 2**31
+            ).take(per_stage)
+            for n in fewer
+        ]
+        questions = concatenate_datasets([*stages, questions])
     if not caption_mix:
         return questions
     # Some clips of the same kind of scene described whole ("A red circle moves left. ..."): every word of those
@@ -89,6 +102,7 @@ def build_dataset(
     task: str = "caption",
     question: str = "direction",
     caption_mix: float = 0.0,
+    curriculum_clips: int = 0,
     data_files: list[str] | None = None,
     video_root: str | None = None,
     shards: list[str] | None = None,
@@ -104,6 +118,7 @@ def build_dataset(
         task,
         question=question,
         caption_mix=caption_mix,
+        curriculum_clips=curriculum_clips,
         data_files=data_files,
         video_root=video_root,
         shards=shards,

@@ -73,6 +73,12 @@ class FoveatedVLMConfig(PreTrainedConfig):
         fine_queries (`str`, *optional*, defaults to `"predicted"`):
             `"random"` is the control of the foveation experiment: the fine pass reads every frame with fresh random
             std-1 queries instead of the planned ones, so any fine/coarse gap it shows is not from choosing.
+        prompt_query (`bool`, *optional*, defaults to `False`):
+            A second query head reads the coarse pass's `<video_start>` hidden state (the model's reading of the
+            prompt, before any frame) and its query is added to every frame's planned query (the sum scaled by
+            1/sqrt(2) so queries stay at std ~1; with `query_norm="batch"` each part has its own norm). The
+            per-frame head still plans from the frames seen; the prompt part carries what the prompt asks for to
+            every frame, where a frame's own hidden state holds the prompt only diluted among the frames it read.
         contrastive_loss_weight (`float`, *optional*, defaults to 0.0):
             Weight of the seeds' contrastive regulariser: the mean cosine similarity of each video's fine and coarse
             frame tokens, minimised to push the two passes apart.
@@ -129,6 +135,7 @@ class FoveatedVLMConfig(PreTrainedConfig):
     query_norm: str = "none"  # "batch": standardise planned queries over the batch (running statistics at inference)
     token_norm: str = "none"  # "batch": standardise each pass's frame tokens over the batch
     fine_queries: str = "predicted"  # "random": the control, fine pass with random queries
+    prompt_query: bool = False  # add a query planned from the <video_start> hidden state to every frame's query
     contrastive_loss_weight: float = 0.0
     entropy_margin_loss_weight: float = 0.0
     entropy_margin: float = 0.5  # nats

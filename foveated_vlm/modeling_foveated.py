@@ -13,6 +13,7 @@ The same hidden positions drive the FiLM prediction head (next target) in both p
 the text after `<video_end>` in both passes. `ratio = loss_coarse / loss_fine` > 1 means choosing where to look helped.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -107,6 +108,11 @@ def fixation_entropy(fixations: torch.Tensor) -> torch.Tensor:
     return -(p * p.clamp_min(1e-12).log()).sum(-1)
 
 
+def _standardise(values: torch.Tensor, norm: nn.BatchNorm1d | None) -> torch.Tensor:
+    """Apply a batch norm (or nothing) to `[..., C]` values, with statistics over every leading position."""
+    return values if norm is None else norm(values.flatten(0, -2)).view_as(values)
+
+
 def check_video_shape(pixel_values_videos: torch.Tensor):
     if pixel_values_videos.dim() != 5 or pixel_values_videos.shape[2] != 3:
         raise ValueError(f"pixel_values_videos must have shape [B, T, 3, H, W]; got {tuple(pixel_values_videos.shape)}")
@@ -161,6 +167,14 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         self.mode_embeddings = nn.Parameter(torch.empty(2, text_width))  # added at <video_start>: coarse, fine
         # Optional: standardise the planned queries over the batch (no learned scale, so they stay at std 1).
         self.query_norm = nn.BatchNorm1d(k * config.query_dim, affine=False) if config.query_norm == "batch" else None
+        # Optional: a second head plans a query from the <video_start> hidden state (the model's reading of the
+        # prompt) and adds it to every frame's planned query, so what the prompt asks for reaches each query directly.
+        self.prompt_query_head = self.prompt_query_norm = None
+        if config.prompt_query:
+            self.prompt_query_head = nn.Linear(text_width, k * config.query_dim)
+            self.prompt_query_head.init_std = text_width**-0.5
+            if config.query_norm == "batch":
+                self.prompt_query_norm = nn.BatchNorm1d(k * config.query_dim, affine=False)
         # Optional: standardise each pass's frame tokens over the batch (running statistics at inference).
         self.token_norms = None
         if config.token_norm == "batch":
@@ -209,9 +223,7 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
     def embed_frame_tokens(self, tokens: torch.Tensor, mode: int) -> torch.Tensor:
         """Vision tokens `[..., D_vision]` of one pass -> language-model embeddings `[..., D_text]`."""
         embeds = self.vision_to_text(tokens)
-        if self.token_norms is not None:
-            embeds = self.token_norms[mode](embeds.flatten(0, -2)).view_as(embeds)
-        return embeds
+        return _standardise(embeds, None if self.token_norms is None else self.token_norms[mode])
 
     def extract_tokens(self, queries: torch.Tensor, cache: VisionKVCache, output_attentions: bool, mode: int):
         """Queries `[B, T, K, qd]` -> vision tokens `[B, T*K, D_vision]`, their language-model embeddings
@@ -224,11 +236,18 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
             fixations = fixations.unflatten(0, (batch, frames))  # [B, T, K, gh, gw]
         return tokens.reshape(batch, -1, tokens.shape[-1]), embeds, fixations
 
-    def plan_queries(self, plan_hidden: torch.Tensor) -> torch.Tensor:
-        """Hidden states `[B, T, D]` (or `[B, D]`) -> queries `[B, T, K, query_dim]` (or `[B, K, query_dim]`)."""
-        queries = self.query_head(plan_hidden)  # [..., K * qd]
-        if self.query_norm is not None:
-            queries = self.query_norm(queries.flatten(0, -2)).view_as(queries)  # statistics over every planned query
+    def plan_queries(self, plan_hidden: torch.Tensor, prompt_hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states `[B, T, D]` (or `[B, D]`) -> queries `[B, T, K, query_dim]` (or `[B, K, query_dim]`).
+
+        `prompt_hidden` is the coarse pass's `<video_start>` hidden state, `[B, 1, D]` (or `[B, D]`); the
+        `prompt_query` head needs it.
+        """
+        queries = _standardise(self.query_head(plan_hidden), self.query_norm)  # [..., K * qd]
+        if self.prompt_query_head is not None:
+            if prompt_hidden is None:
+                raise ValueError("prompt_query=True plans queries from the <video_start> hidden state too; pass it")
+            prompt = _standardise(self.prompt_query_head(prompt_hidden), self.prompt_query_norm)  # [B, 1 or -, K*qd]
+            queries = (queries + prompt) / math.sqrt(2)  # two parts at std ~1: the sum stays at std ~1
         queries = queries.unflatten(-1, (self.config.tokens_per_frame, self.config.query_dim))
         if self.config.fine_queries == "random":  # the control: the fine pass reads with queries nobody chose
             queries = torch.randn_like(queries)
@@ -290,7 +309,7 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         )
         coarse = self.run_language_model(token_embeds, coarse_embeds, frame_mask, start_mask, self.COARSE, **lm_kwargs)
         plan_hidden_coarse = coarse.last_hidden_state.gather(1, gather_index)  # [B, T, D]
-        queries = self.plan_queries(plan_hidden_coarse)  # [B, T, K, qd]
+        queries = self.plan_queries(plan_hidden_coarse, prompt_hidden=plan_hidden_coarse[:, :1])  # [B, T, K, qd]
 
         # Pass 2 (fine): each frame read with the query planned from the frames before it.
         fine_tokens, fine_embeds, fixations_fine = self.extract_tokens(queries, cache, output_attentions, self.FINE)

@@ -16,6 +16,7 @@ A preset is a list of default command-line flags for `train.py`; flags the user 
 import importlib.metadata
 import os
 
+import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from .configuration_foveated import FoveatedVLMConfig
@@ -195,6 +196,24 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
+def init_position_embeddings(model, std: float):
+    """Redraw a fresh DINOv2-style ViT's learned position embeddings at `std`.
+
+    With positions small beside the patches' content, every query's attention starts by content alone, in a random
+    direction, and a token pooled that way keeps no trace of where anything is (a linear probe reads the quadrant of
+    a lone object from the static query's token at chance; experiments/token_probe.py). Positions that dominate
+    the keys make each attention head start as a spatial glimpse, whose token says what lies there.
+    """
+    embeddings = model.foveated_encoder.vision_model.embeddings
+    if not hasattr(embeddings, "position_embeddings"):
+        raise ValueError(
+            f"--vision_position_init_std needs learned position embeddings (--vision_type dinov2); "
+            f"{model.config.vision_config.model_type} has none"
+        )
+    with torch.no_grad():
+        embeddings.position_embeddings.normal_(mean=0.0, std=std)
+
+
 def build_model_and_processor(model_args, data_args):
     """A fresh or partly pretrained model and its processor, as `train.py`'s arguments describe."""
     vision_config = {
@@ -226,6 +245,7 @@ def build_model_and_processor(model_args, data_args):
         "query_norm": model_args.query_norm,
         "token_norm": model_args.token_norm,
         "fine_queries": model_args.fine_queries,
+        "prompt_query": model_args.prompt_query,
         "contrastive_loss_weight": model_args.contrastive_loss_weight,
         "entropy_margin_loss_weight": model_args.entropy_margin_loss_weight,
         "entropy_margin": model_args.entropy_margin,
@@ -251,6 +271,8 @@ def build_model_and_processor(model_args, data_args):
         }
         config = FoveatedVLMConfig(vision_config=vision_config, text_config=text_config, **ids, **foveated)
         model = FoveatedVLMForConditionalGeneration(config)
+        if model_args.vision_position_init_std is not None:
+            init_position_embeddings(model, model_args.vision_position_init_std)
     else:
         vision = model_args.vision_model or AutoConfig.for_model(**vision_config)
         path, kwargs = _split_gguf(model_args.text_model)

@@ -77,7 +77,8 @@ class FoveatedStream:
             coarse[:, -1] += modes[self.base.COARSE]
             fine[:, -1] += modes[self.base.FINE]
             hidden = self._language_model(torch.cat([coarse, fine]), self.attention_mask)
-            self.next_query = self.base.plan_queries(hidden[: self.batch_size])  # [B, K, qd]: frame 0's query
+            self.prompt_hidden = hidden[: self.batch_size]  # [B, D]: the coarse stream's reading of the prompt
+            self.next_query = self.base.plan_queries(self.prompt_hidden, self.prompt_hidden)  # [B, K, qd]: frame 0's
             self.plan_hidden = hidden[self.batch_size :]  # [B, D]: predicts target 0 from the initial latent
 
     # ---------------------------------------------------------------------------------------------- helpers
@@ -139,7 +140,7 @@ class FoveatedStream:
         frame_ids = torch.full((self.batch_size, k), config.frame_token_id, device=self.input_ids.device)
         self.input_ids = torch.cat([self.input_ids, frame_ids], dim=1)
         hidden = self._language_model(tokens, self.attention_mask)  # [2B, D]
-        self.next_query = base.plan_queries(hidden[: self.batch_size])
+        self.next_query = base.plan_queries(hidden[: self.batch_size], self.prompt_hidden)
         self.plan_hidden = hidden[self.batch_size :]
         timings["language_model"] = time.perf_counter() - begin
 

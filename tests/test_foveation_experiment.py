@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_cli import save_checkpoint
 from tiny import tiny_batch, tiny_config
 
 import train
@@ -21,6 +22,7 @@ from foveated_vlm.modeling_foveated import fixation_entropy
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
 import foveation  # noqa: E402
+import token_probe  # noqa: E402
 
 
 def model_for(**overrides):
@@ -46,6 +48,18 @@ def test_caption_mix_interleaves_described_clips_of_the_same_scenes():
     assert all(len({o["colour"] for o in json.loads(s["ground_truth"])["objects"]}) >= 4 for s in mixed)
     questions = build_dataset("clutter", seed=0, frame_size=32, num_frames=4).take(20)
     assert all(s["prompt"].startswith("Track the") for s in questions)
+
+
+def test_curriculum_grows_the_scene_from_one_object_with_clips_of_its_own():
+    staged = build_dataset("clutter", seed=0, frame_size=32, num_frames=4, question="quadrant", curriculum_clips=6)
+    truths = [json.loads(sample["ground_truth"]) for sample in staged.take(10)]
+    counts = [len(truth["objects"]) for truth in truths]
+    assert counts[:6] == [1, 1, 2, 2, 3, 3] and all(4 <= count <= 6 for count in counts[6:])
+    plain = build_dataset("clutter", seed=0, frame_size=32, num_frames=4, question="quadrant")
+    held_out = build_dataset("clutter", seed=1, frame_size=32, num_frames=4, question="quadrant")
+    stage_ids = {sample["video_id"] for sample in staged.take(6)}
+    assert not stage_ids & {sample["video_id"] for sample in held_out.take(50)}
+    assert [s["video_id"] for s in staged.skip(6).take(4)] == [s["video_id"] for s in plain.take(4)]
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -126,13 +140,15 @@ def test_random_fine_queries_are_fresh_and_leave_the_coarse_pass_alone():
     assert not torch.equal(first.caption_loss_fine, second.caption_loss_fine)
 
 
-def test_batch_norms_standardise_in_training_and_streams_equal_in_eval():
-    model = model_for(query_norm="batch", token_norm="batch")
+@pytest.mark.parametrize("prompt_query", [False, True])
+def test_batch_norms_standardise_in_training_and_streams_equal_in_eval(prompt_query):
+    model = model_for(query_norm="batch", token_norm="batch", prompt_query=prompt_query)
     batch = tiny_batch(model.config, batch=4, frames=4)
     out = model.train()(**batch)
     flat = out.queries.flatten(0, 1).flatten(1)  # [B*T, K*qd]
     assert torch.allclose(flat.mean(0), torch.zeros(flat.shape[1]), atol=1e-5)
-    assert torch.allclose(flat.var(0, unbiased=False), torch.ones(flat.shape[1]), atol=5e-3)  # eps of the norm
+    if not prompt_query:  # with it, the sum of two standardised parts has a variance that depends on their overlap
+        assert torch.allclose(flat.var(0, unbiased=False), torch.ones(flat.shape[1]), atol=5e-3)  # eps of the norm
     inner = model.model(input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"])
     tokens = model.model.embed_frame_tokens(inner.vision_tokens_fine, model.model.FINE).flatten(0, 1)  # [B*T*K, D]
     assert torch.allclose(tokens.mean(0), torch.zeros(tokens.shape[1]), atol=1e-5)
@@ -147,6 +163,28 @@ def test_batch_norms_standardise_in_training_and_streams_equal_in_eval():
             if t < 3:  # the coarse stream's tokens plan the next query; the fine stream's predict the next target
                 assert torch.allclose(step.next_query, parallel.queries[:, t + 1], atol=1e-4)
                 assert torch.allclose(step.predicted_latent, parallel.predicted_latents[:, t + 1], atol=1e-4)
+
+
+def test_prompt_query_brings_the_prompt_to_every_frame_and_learns():
+    model = model_for(prompt_query=True).eval()
+    with torch.no_grad():
+        model.model.query_head.weight.zero_()  # leave only the prompt's part of each query
+        model.model.query_head.bias.zero_()
+    batch = tiny_batch(model.config, batch=2, frames=4)
+    with torch.no_grad():
+        queries = model(**batch).queries  # [B, T, K, qd]
+        other_frames = model(**{**batch, "pixel_values_videos": torch.randn_like(batch["pixel_values_videos"])})
+        other_ids = batch["input_ids"].clone()
+        other_ids[:, 1] = torch.where(other_ids[:, 1] == 1, 2, 1)  # one prompt token changed
+        other_prompt = model(**{**batch, "input_ids": other_ids, "labels": None})
+    assert torch.allclose(queries, queries[:, :1].expand_as(queries))  # one query, planned before any frame
+    assert torch.equal(queries, other_frames.queries)
+    assert not torch.allclose(queries, other_prompt.queries)
+    assert queries.abs().sum() > 0
+    model.train()(**batch).loss.backward()
+    assert model.model.prompt_query_head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="video_start"):
+        model.model.plan_queries(torch.zeros(2, model.config.text_config.hidden_size))
 
 
 def test_regularisers_are_what_they_say_and_enter_the_loss():
@@ -228,3 +266,20 @@ def test_results_table_has_the_seed_mean_and_every_run():
     assert "| global-control | - | - | 1.001 |" in text
     with pytest.raises(SystemExit):
         foveation.main(["--ablations", "no-such-ablation", "--out", "unused"])
+
+
+# ------------------------------------------------------------------------------------------- token probe
+def test_token_probe_finds_what_is_there_and_not_what_is_not():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(300) % 4
+    separable = F.one_hot(labels, 4).float() + 0.3 * torch.randn(300, 4, generator=generator)
+    assert token_probe.probe_accuracy(separable, labels) > 0.95
+    assert token_probe.probe_accuracy(torch.randn(300, 16, generator=generator), labels) < 0.45
+
+
+def test_token_probe_runs_on_a_checkpoint(tmp_path):
+    directory = save_checkpoint(tmp_path / "model")
+    result = token_probe.main(["--model", str(directory), "--num_objects", "1", "--clips", "24"])
+    assert result["num_objects"] == [1, 1] and result["clips"] == 24
+    for name in ("coarse", "fine", "pixels"):
+        assert 0 <= result[f"probe_accuracy_{name}"] <= 1

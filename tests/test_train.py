@@ -152,6 +152,17 @@ def saved_weights(output):
 
 
 @needs_smollm2
+def test_position_init_redraws_learned_positions_and_refuses_rope():
+    model = initial_model("--vision_type", "dinov2", "--vision_position_init_std", "3")
+    positions = model.foveated_encoder.vision_model.embeddings.position_embeddings
+    assert 2.7 < positions.std().item() < 3.3
+    default = initial_model("--vision_type", "dinov2").foveated_encoder.vision_model.embeddings.position_embeddings
+    assert default.std().item() < 0.1
+    with pytest.raises(ValueError, match="learned position embeddings"):
+        initial_model("--vision_type", "dinov3_vit", "--vision_position_init_std", "3")
+
+
+@needs_smollm2
 def test_freezing_changes_exactly_the_other_parts(tmp_path):
     before = initial_model().state_dict()
     after = saved_weights(run(tmp_path, "frozen", "--freeze_vision", "True")[0])
@@ -252,6 +263,8 @@ def test_two_processes_with_gloo(tmp_path):
         (["--lora_rank", "4", "--freeze_language_model", "True"], "conflicts with --freeze_language_model"),
         (["--caption_mix", "0.5"], "mixes described clips into --dataset clutter"),
         (["--dataset", "clutter", "--caption_mix", "1"], "must be in"),
+        (["--curriculum_clips", "100"], "grows clutter scenes"),
+        (["--dataset", "clutter", "--curriculum_clips", "-1"], "must be >= 0"),
         (["--dataset", "synthetic", "--task", "clutter", "--target", "vqgan"], "unknown target kind"),
     ],
 )
