@@ -14,12 +14,19 @@ from datasets_scripts.llava_video import llava_video_dataset
 from datasets_scripts.synthetic import SyntheticVideoConfig, synthetic_dataset
 from datasets_scripts.webvid import webvid_dataset
 
-__all__ = ["CLUTTER_SCENE", "DATASETS", "GENERATED", "build_dataset"]
+__all__ = ["CLUTTER_SCENE", "DATASETS", "GENERATED", "build_dataset", "clutter_scene"]
 
 # The foveation experiment's scenes: `clutter` (several objects, each its own colour, over a noisy background; the
 # prompt names one) and its control `global_change` (the same kind of scene, still, while the whole frame brightens,
 # darkens or pans).
 CLUTTER_SCENE = {"num_objects": (4, 6), "distinct_colours": True}
+
+
+def clutter_scene(question: str) -> dict:
+    """The clutter scene for a question: a quadrant question gives each of 4 objects a quadrant of its own."""
+    return {**CLUTTER_SCENE, "num_objects": (4, 4)} if question == "quadrant" else CLUTTER_SCENE
+
+
 _DESCRIBED_STREAM = 2**30  # offset of the described clips' stream seed, away from every question stream
 _CURRICULUM_STREAM = 2**28  # the n-object curriculum stage reads seed + n * this (n < 4): away from the others
 
@@ -31,7 +38,7 @@ def _synthetic(split_seed, frame_size, num_frames, task, question="direction", *
 
 def _clutter(split_seed, frame_size, num_frames, task, question="direction", caption_mix=0.0, curriculum_clips=0, **_):
     config = SyntheticVideoConfig(
-        frame_size=frame_size, num_frames=num_frames, task="clutter", question=question, **CLUTTER_SCENE
+        frame_size=frame_size, num_frames=num_frames, task="clutter", question=question, **clutter_scene(question)
     )
     questions = synthetic_dataset(config, seed=split_seed)
     if curriculum_clips:

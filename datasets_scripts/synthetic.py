@@ -99,7 +99,7 @@ class SyntheticVideoConfig:
     num_frames: int = 8  # T
     task: str = "caption"  # "caption": describe the objects; "clutter": answer about one named target; "global"
     question: str = "direction"  # clutter only: "direction" of motion, "quadrant" it ends in, or "mark" (a dot)
-    num_objects: tuple[int, int] | None = None  # inclusive range; None: (1, 1) for caption, (3, 5) otherwise
+    num_objects: tuple[int, int] | None = None  # inclusive range; None: (1, 1) caption, (3, 4) quadrant, else (3, 5)
     shapes: tuple[str, ...] = SHAPES
     colours: tuple[str, ...] = tuple(PALETTE)
     object_size: tuple[float, float] = (0.125, 0.25)  # side / diameter: 4-8 px at 32 px
@@ -119,13 +119,19 @@ class SyntheticVideoConfig:
             _check_choice("colour", colour, tuple(PALETTE))
         # Lists come back from JSON; tuples keep the config hashable and printable as it was written.
         self.shapes, self.colours = tuple(self.shapes), tuple(self.colours)
+        quadrants = self.task == "clutter" and self.question == "quadrant"
         if self.num_objects is None:
-            self.num_objects = (1, 1) if self.task == "caption" else (3, 5)
+            self.num_objects = (1, 1) if self.task == "caption" else (3, 4) if quadrants else (3, 5)
         self.num_objects = tuple(self.num_objects)
         self.object_size, self.speed = tuple(self.object_size), tuple(self.speed)
         low, high = self.num_objects
         if not 1 <= low <= high:
             raise ValueError(f"num_objects={self.num_objects} must be an inclusive range (low, high) with 1 <= low")
+        if quadrants and high > 4:
+            raise ValueError(
+                f"num_objects={self.num_objects}: a quadrant question places each object in a quadrant "
+                "of its own, so at most 4"
+            )
         if self.distinct_colours and high > len(self.colours):
             raise ValueError(
                 f"num_objects up to {high} with distinct_colours needs as many colours; got {len(self.colours)}"
@@ -277,12 +283,18 @@ def generate_clip(seed: int, config: SyntheticVideoConfig | None = None) -> Synt
             bounds = (edge, size_px - edge - travel) if forward else (edge + travel, size_px - edge)
             start[-1, axis] = rng.uniform(*bounds)
         elif config.question == "quadrant":
-            # Place the end inside the quadrant (the whole object, not just the centre), then run time backwards:
-            # a bounce is its own inverse, so unfolding from the end gives a trajectory that lands there.
-            half, edge = size_px / 2, r[-1, 0]
-            bounds = ((edge, half - edge), (half + edge, size_px - edge))
-            end = np.array([rng.uniform(*bounds[label % 2]), rng.uniform(*bounds[label // 2])])
-            start[-1] = end - (0.0 if static[-1] else speed[-1] * _UNIT[heading[-1]] * steps)
+            # Every object ends wholly inside a quadrant of its own, the target in the answer's: no quadrant holds
+            # more objects than another, so only the named colour says which one is meant (with the distractors
+            # anywhere, "the quadrant with the most objects in it" already guessed the answer about half the time).
+            # Place each end, then run time backwards: a bounce is its own inverse, so unfolding from the end gives
+            # a trajectory that lands there.
+            half = size_px / 2
+            others = rng.permutation([quadrant for quadrant in range(4) if quadrant != label])[: n - 1]
+            for i, quadrant in enumerate([*others, label]):
+                edge = r[i, 0]
+                bounds = ((edge, half - edge), (half + edge, size_px - edge))
+                end = np.array([rng.uniform(*bounds[quadrant % 2]), rng.uniform(*bounds[quadrant // 2])])
+                start[i] = end - (0.0 if static[i] else speed[i] * _UNIT[heading[i]] * steps)
         else:
             marked[-1] = label == 0
 

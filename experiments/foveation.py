@@ -1,7 +1,7 @@
 """The foveation experiment end to end: train the `clutter` preset over several seeds, its ablations and the
 `global-control` preset, evaluate every run on held-out clips, and write the results table.
 
-    python experiments/foveation.py                       # 3 seeds + control + every ablation (about 1.5 h, 2 cores)
+    python experiments/foveation.py                       # 3 seeds + control + every ablation (about 2.5 h, 2 cores)
     python experiments/foveation.py --ablations none      # 3 seeds + control only
     python experiments/foveation.py --ablation_max_steps 400   # ablations shorter than the seeds' runs
     python experiments/foveation.py --max_steps 300 --seeds 0 --ablations temperature-1 random-queries   # a quick look
@@ -35,6 +35,9 @@ ABLATIONS = {
     "no-query-norm": ["--query_norm", "none"],
     "no-token-norm": ["--token_norm", "none"],
     "random-queries": ["--fine_queries", "random"],
+    "no-prompt-query": ["--prompt_query", "False"],
+    "no-curriculum": ["--curriculum_clips", "0"],
+    "small-positions": ["--vision_position_init_std", "0.1"],  # drawn like every other ViT weight
 }
 COLUMNS = (
     ("steps", "steps", "{:d}"),

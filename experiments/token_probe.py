@@ -23,7 +23,7 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from datasets_scripts.pipeline import CLUTTER_SCENE  # noqa: E402
+from datasets_scripts.pipeline import clutter_scene  # noqa: E402
 from datasets_scripts.synthetic import SyntheticVideoConfig, synthetic_dataset  # noqa: E402
 from foveated_vlm import FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor, VideoTextCollator  # noqa: E402
 
@@ -91,13 +91,13 @@ def main(argv: list[str] | None = None) -> dict:
     model, processor = load(args, train_flags)
     model.eval()
     frames, size = processor.video_processor.num_frames, processor.video_processor.size
-    objects = (args.num_objects,) * 2 if args.num_objects else CLUTTER_SCENE["num_objects"]
+    objects = (args.num_objects,) * 2 if args.num_objects else clutter_scene("quadrant")["num_objects"]
     scene = SyntheticVideoConfig(
         frame_size=size,
         num_frames=frames,
         task="clutter",
         question="quadrant",
-        **{**CLUTTER_SCENE, "num_objects": objects},
+        **{**clutter_scene("quadrant"), "num_objects": objects},
     )
     samples = list(synthetic_dataset(scene, seed=args.seed).take(args.clips))
     labels = torch.tensor([json.loads(sample["ground_truth"])["label"] for sample in samples])

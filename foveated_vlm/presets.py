@@ -64,13 +64,15 @@ PRESETS = {
 # `clutter` trains captions only on clips where the prompt names one of several objects and the answer is where it
 # ends up; `global-control` trains reconstruction only on clips whose change is global. Model choices meant to give
 # planned queries a chance from scratch: batch-standardised frame tokens (without them the language model never
-# reads the video), a ViT with learned positions (so a token says where it looked), wider initial weights and a
-# lower query temperature (so attention is not flat), and batch-standardised queries (so prompts give distinct
-# queries). docs/foveation_experiment.md reports what each of them did.
+# reads the video), a ViT with learned positions drawn large (without them a fresh query's token keeps nothing of
+# where things are), wider initial weights and a lower query temperature (so attention is not flat),
+# batch-standardised queries (so prompts give distinct queries), a query planned from the prompt itself, and a
+# curriculum from one object. docs/foveation_experiment.md reports what each of them did.
 _FOVEATION = {
     **_COMMON,
     "--vision_type": "dinov2",
     "--vision_initializer_range": "0.1",
+    "--vision_position_init_std": "3.0",
     "--query_temperature": "0.5",
     "--query_norm": "batch",
     "--token_norm": "batch",
@@ -88,8 +90,10 @@ PRESETS.update(
             "--output_dir": "outputs/clutter",
             "--dataset": "clutter",
             "--question": "quadrant",
+            "--prompt_query": "True",
+            "--curriculum_clips": "9000",  # 3000 clips each of 1, 2 and 3 objects: 1125 of the 2000 steps
             "--reconstruction_loss_weight": "0",
-            "--max_steps": "1000",
+            "--max_steps": "2000",
         },
         "global-control": {
             **_FOVEATION,

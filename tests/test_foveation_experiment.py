@@ -41,6 +41,20 @@ def test_clutter_dataset_gives_distinct_colours_and_a_named_target():
         assert truth["question"] == "quadrant" and sample["answer"] == truth["answers"][truth["label"]]
 
 
+def test_quadrant_scenes_give_every_object_a_quadrant_of_its_own():
+    for sample in build_dataset("clutter", seed=0, frame_size=32, num_frames=4, question="quadrant").take(30):
+        truth = json.loads(sample["ground_truth"])
+        quadrants = []
+        for obj in truth["objects"]:
+            x, y = obj["positions"][-1]
+            assert min(abs(x - 16), abs(y - 16)) >= obj["size"] / 2 - 1e-6  # wholly inside its quadrant
+            quadrants.append(int(x >= 16) + 2 * int(y >= 16))
+        assert sorted(quadrants) == [0, 1, 2, 3]  # no quadrant holds more objects than another
+        assert quadrants[truth["target"]] == truth["label"]
+    with pytest.raises(ValueError, match="at most 4"):
+        SyntheticVideoConfig(task="clutter", question="quadrant", num_objects=(4, 5))
+
+
 def test_caption_mix_interleaves_described_clips_of_the_same_scenes():
     mixed = list(build_dataset("clutter", seed=0, frame_size=32, num_frames=4, caption_mix=0.5).take(40))
     described = [s for s in mixed if s["prompt"] == "Describe the video."]
@@ -250,9 +264,11 @@ def test_experiment_presets_parse(preset):
             "quadrant",
             0,
         )
+        assert model_args.prompt_query and data_args.curriculum_clips > 0
     else:
         assert data_args.dataset == "global_change" and not data_args.train_captions
     assert model_args.vision_type == "dinov2" and model_args.query_norm == "batch"
+    assert model_args.vision_position_init_std == 3.0
 
 
 def test_results_table_has_the_seed_mean_and_every_run():
