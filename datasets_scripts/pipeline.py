@@ -41,10 +41,10 @@ def _clutter(split_seed, frame_size, num_frames, task, question="direction", cap
         frame_size=frame_size, num_frames=num_frames, task="clutter", question=question, **clutter_scene(question)
     )
     questions = synthetic_dataset(config, seed=split_seed)
-    if curriculum_clips:
+    fewer = range(1, config.num_objects[0])
+    if curriculum_clips and fewer:
         # A curriculum: scenes of one object first (its answer is learnable in a few hundred steps and teaches the
         # model to read its frames), then two, ..., then the full scene; `curriculum_clips` clips in all before it.
-        fewer = range(1, config.num_objects[0])
         per_stage = -(-curriculum_clips // len(fewer))
         stages = [
             synthetic_dataset(

@@ -275,14 +275,16 @@ def build_model_and_processor(model_args, data_args):
         }
         config = FoveatedVLMConfig(vision_config=vision_config, text_config=text_config, **ids, **foveated)
         model = FoveatedVLMForConditionalGeneration(config)
-        if model_args.vision_position_init_std is not None:
-            init_position_embeddings(model, model_args.vision_position_init_std)
     else:
         vision = model_args.vision_model or AutoConfig.for_model(**vision_config)
         path, kwargs = _split_gguf(model_args.text_model)
         model, tokenizer = FoveatedVLMForConditionalGeneration.from_pretrained_parts(
             vision, path, frame_size=data_args.frame_size, **kwargs, **foveated
         )
+    if model_args.vision_position_init_std is not None:
+        if model_args.vision_model:
+            raise ValueError("--vision_position_init_std redraws a fresh ViT's positions; --vision_model is pretrained")
+        init_position_embeddings(model, model_args.vision_position_init_std)
     processor = FoveatedVLMProcessor.from_tokenizer(tokenizer, config=model.config, num_frames=data_args.num_frames)
     processor.check_model_config(model.config)
     return model, processor
