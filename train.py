@@ -62,6 +62,12 @@ class ModelArguments:
     contrastive_loss_weight: float = 0.0
     entropy_margin_loss_weight: float = 0.0
     entropy_margin: float = 0.5
+    fixation_loss_weight: float = field(
+        default=0.0, metadata={"help": "clutter: supervise fine fixations with where the prompted object is"}
+    )
+    fixation_loss_steps: int = field(
+        default=0, metadata={"help": "end the fixation loss after this many steps (queries released); 0: never"}
+    )
     vision_initializer_range: float = field(
         default=0.02, metadata={"help": "std of a fresh ViT's weights; larger gives its attention logits room"}
     )
@@ -91,7 +97,7 @@ class DataArguments:
         default=0.0, metadata={"help": "clutter: share of training clips described whole instead of questioned"}
     )
     curriculum_clips: int = field(
-        default=0, metadata={"help": "clutter: train first on this many clips of 1, 2, 3 objects, then the full scene"}
+        default=0, metadata={"help": "clutter: first about this many clips of 1, 2, 3 objects, then the full scene"}
     )
     num_frames: int = 8
     frame_size: int = 64
@@ -142,8 +148,27 @@ def check_arguments(model_args, data_args, training_args) -> None:
         )
     if data_args.curriculum_clips and data_args.dataset != "clutter":
         raise SystemExit(f"--curriculum_clips grows clutter scenes; got --dataset {data_args.dataset}")
+    if model_args.fixation_loss_weight and data_args.dataset != "clutter":
+        raise SystemExit(
+            f"--fixation_loss_weight needs clips whose ground truth places the prompted object (--dataset clutter); "
+            f"got --dataset {data_args.dataset}"
+        )
+    if model_args.fixation_loss_steps < 0:
+        raise SystemExit(f"--fixation_loss_steps {model_args.fixation_loss_steps} must be >= 0 (0: never stop)")
     if data_args.curriculum_clips < 0:
         raise SystemExit(f"--curriculum_clips {data_args.curriculum_clips} must be >= 0 (0: no curriculum)")
+    clips = training_args.max_steps * training_args.per_device_train_batch_size
+    clips *= training_args.gradient_accumulation_steps * training_args.world_size
+    if data_args.curriculum_clips and training_args.max_steps > 0 and data_args.curriculum_clips >= clips:
+        raise SystemExit(
+            f"--curriculum_clips {data_args.curriculum_clips} leaves no step for the full scene: the run reads "
+            f"{clips} clips (--max_steps x batch x accumulation x processes); lower it or train longer"
+        )
+    if model_args.prompt_query and model_args.query_norm == "batch" and training_args.per_device_train_batch_size < 2:
+        raise SystemExit(
+            "--prompt_query True with --query_norm batch standardises prompt queries over the batch; "
+            f"--per_device_train_batch_size {training_args.per_device_train_batch_size} must be >= 2"
+        )
     if not 0 <= data_args.caption_mix < 1:
         raise SystemExit(f"--caption_mix {data_args.caption_mix} must be in [0, 1): the share of described clips")
     if model_args.lora_rank and training_args.resume_from_checkpoint:
@@ -199,7 +224,10 @@ def main(argv: list[str] | None = None) -> dict:
     evaluate_videos = data_args.eval_videos if has_held_out else 0
     held_out_seed = training_args.seed + data_args.data_seed_offset
     train_stream = stream(training_args.seed, shard=True)
-    train_collator = VideoTextCollator(processor, target_encoder, train_captions=data_args.train_captions)
+    fixation_grid = data_args.frame_size // model.config.patch_size if model_args.fixation_loss_weight else None
+    train_collator = VideoTextCollator(
+        processor, target_encoder, train_captions=data_args.train_captions, fixation_grid=fixation_grid
+    )
     if data_args.precomputed_targets:  # training reads its targets from disk; held-out evaluation computes them
         stored = PrecomputedTargets(data_args.precomputed_targets)
         train_stream = train_stream.filter(lambda sample: video_id_of(sample) in stored)
@@ -216,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=train_collator,
         processing_class=processor,
         backbone_learning_rate=model_args.backbone_learning_rate,
+        fixation_loss_steps=model_args.fixation_loss_steps,
     )
     print(startup_summary(model, model_args, data_args, training_args), flush=True)
     start = time.perf_counter()

@@ -44,7 +44,9 @@ def _clutter(split_seed, frame_size, num_frames, task, question="direction", cap
     fewer = range(1, config.num_objects[0])
     if curriculum_clips and fewer:
         # A curriculum: scenes of one object first (its answer is learnable in a few hundred steps and teaches the
-        # model to read its frames), then two, ..., then the full scene; `curriculum_clips` clips in all before it.
+        # model to read its frames), then two, ..., then the full scene; `curriculum_clips` clips before it (rounded up
+        # to equal stages). Described clips (`caption_mix`) show the full scene from the start.
+        assert len(fewer) * _CURRICULUM_STREAM < _DESCRIBED_STREAM, "curriculum streams would reach the described one"
         per_stage = -(-curriculum_clips // len(fewer))
         stages = [
             synthetic_dataset(

@@ -6,9 +6,11 @@
     python experiments/foveation.py --ablation_max_steps 400   # ablations shorter than the seeds' runs
     python experiments/foveation.py --max_steps 300 --seeds 0 --ablations temperature-1 random-queries   # a quick look
 
-Runs go two at a time, one thread each (the machine's two cores). Each run is `python train.py --preset ...` in its
-own process, evaluated afterwards with `foveated-vlm evaluate` on clips from `--eval_seed`, a stream no training run
-reads (training reads the stream of its `--seed`, and train.py's own held-out stream is seed + 1). Results land in
+Runs go `--jobs` at a time (default 2, the machine's two cores), one thread each. A run shortened with `--max_steps`
+keeps the preset's share of curriculum clips (9000 of the 16 000 clips of 2000 steps at batch 8: 1125 steps), so it
+still reaches the full scene. Each run is `python train.py --preset ...` in its own process, evaluated afterwards
+with `foveated-vlm evaluate` on clips from `--eval_seed`, a stream no training run reads (training reads the stream
+of its `--seed`, and train.py's own held-out stream is seed + 1). Results land in
 `--out`: one directory per run, `results.json` (every metric of every run) and `results.md` (the table
 docs/foveation_experiment.md quotes).
 """
@@ -22,6 +24,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from foveated_vlm.presets import PRESETS  # noqa: E402
 
 # Each ablation changes one thing of the `clutter` preset (seed 0).
 ABLATIONS = {
@@ -64,7 +69,7 @@ def run(name: str, preset: str, extra: list[str], args) -> dict:
     train += ["--disable_tqdm", "True", "--eval_videos", "0"] + extra
     steps = args.ablation_max_steps if name in ABLATIONS and args.ablation_max_steps else args.max_steps
     if steps:
-        train += ["--max_steps", str(steps)]
+        train += ["--max_steps", str(steps)] + scaled_curriculum(preset, steps, extra)
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "train.log"), "w") as log:
         subprocess.run(train, check=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -81,6 +86,15 @@ def run(name: str, preset: str, extra: list[str], args) -> dict:
     with open(result, "w") as handle:
         json.dump(metrics, handle, indent=2)
     return metrics
+
+
+def scaled_curriculum(preset: str, steps: int, extra: list[str]) -> list[str]:
+    """`--curriculum_clips` for a run of `steps` instead of the preset's: the same share of its clips."""
+    flags = PRESETS[preset]
+    if "--curriculum_clips" in extra or "--curriculum_clips" not in flags:
+        return []
+    clips = int(flags["--curriculum_clips"]) * steps // int(flags["--max_steps"])
+    return ["--curriculum_clips", str(clips)]
 
 
 def _cell(metrics: dict, key: str, form: str) -> str:

@@ -50,7 +50,11 @@ def last_frame_features(model, processor, samples, batch_size: int = 32) -> dict
     for start in range(0, len(samples), batch_size):
         batch = collate(samples[start : start + batch_size])
         with torch.no_grad():
-            out = model.model(input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"])
+            out = model.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                pixel_values_videos=batch["pixel_values_videos"],
+            )
         per_frame = model.config.tokens_per_frame
         features["coarse"].append(out.vision_tokens_coarse[:, -per_frame:].flatten(1))  # [B, K * D]
         features["fine"].append(out.vision_tokens_fine[:, -per_frame:].flatten(1))
@@ -91,18 +95,14 @@ def main(argv: list[str] | None = None) -> dict:
     model, processor = load(args, train_flags)
     model.eval()
     frames, size = processor.video_processor.num_frames, processor.video_processor.size
-    objects = (args.num_objects,) * 2 if args.num_objects else clutter_scene("quadrant")["num_objects"]
-    scene = SyntheticVideoConfig(
-        frame_size=size,
-        num_frames=frames,
-        task="clutter",
-        question="quadrant",
-        **{**clutter_scene("quadrant"), "num_objects": objects},
-    )
+    layout = clutter_scene("quadrant")
+    if args.num_objects:
+        layout = {**layout, "num_objects": (args.num_objects, args.num_objects)}
+    scene = SyntheticVideoConfig(frame_size=size, num_frames=frames, task="clutter", question="quadrant", **layout)
     samples = list(synthetic_dataset(scene, seed=args.seed).take(args.clips))
     labels = torch.tensor([json.loads(sample["ground_truth"])["label"] for sample in samples])
     features = last_frame_features(model, processor, samples)
-    result = {"num_objects": list(objects), "clips": len(samples)}
+    result = {"num_objects": list(scene.num_objects), "clips": len(samples)}
     result.update({f"probe_accuracy_{name}": probe_accuracy(value, labels) for name, value in features.items()})
     print(json.dumps(result, indent=2))
     return result

@@ -76,7 +76,8 @@ class FoveatedVLMConfig(PreTrainedConfig):
         prompt_query (`bool`, *optional*, defaults to `False`):
             A second query head reads the coarse pass's `<video_start>` hidden state (the model's reading of the
             prompt, before any frame) and its query is added to every frame's planned query (the sum scaled by
-            1/sqrt(2) so queries stay at std ~1; with `query_norm="batch"` each part has its own norm). The
+            1/sqrt(2), which keeps it at std ~1 while the two parts are uncorrelated; with `query_norm="batch"` each
+            part has its own norm, the prompt part's over the B videos of a batch, so training needs B >= 2). The
             per-frame head still plans from the frames seen; the prompt part carries what the prompt asks for to
             every frame, where a frame's own hidden state holds the prompt only diluted among the frames it read.
         contrastive_loss_weight (`float`, *optional*, defaults to 0.0):
@@ -87,6 +88,11 @@ class FoveatedVLMConfig(PreTrainedConfig):
             fixation entropies (nats), rewarding fine fixations sharper than the static query's.
         entropy_margin (`float`, *optional*, defaults to 0.5):
             The margin of that regulariser, in nats.
+        fixation_loss_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the fixation loss, `-log` of the share of each fine-pass fixation map that falls on the
+            patches given as `fixation_targets` (where the prompted object is, on generated clips): a supervised
+            start for planned queries, which otherwise get no signal to single out the named object. Training
+            only; inference never needs targets.
     """
 
     model_type = "foveated_vlm"
@@ -139,6 +145,7 @@ class FoveatedVLMConfig(PreTrainedConfig):
     contrastive_loss_weight: float = 0.0
     entropy_margin_loss_weight: float = 0.0
     entropy_margin: float = 0.5  # nats
+    fixation_loss_weight: float = 0.0  # supervise fine fixations with fixation_targets (generated clips only)
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
@@ -173,6 +180,7 @@ class FoveatedVLMConfig(PreTrainedConfig):
             "coarse_loss_weight",
             "contrastive_loss_weight",
             "entropy_margin_loss_weight",
+            "fixation_loss_weight",
         ):
             value = getattr(self, name)
             if not value >= 0:

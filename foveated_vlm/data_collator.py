@@ -4,13 +4,16 @@ A sample is a dict with `frames` (anything `FoveatedVideoProcessor` reads: a `[T
 bytes, a URL), a `prompt` and, when captions are trained, an `answer`. `VideoTextCollator` renders each prompt with
 the processor's chat template (a user turn holding the prompt, then the video: see `chat_prompt`), runs the
 processor (frames, tokens, caption labels) and the target encoder, and returns exactly what
-`FoveatedVLMForConditionalGeneration.forward` takes. Use it as the `data_collator` of a `Trainer`, with
+`FoveatedVLMForConditionalGeneration.forward` takes (with `fixation_grid`, also where each clip's prompted target
+lies, for the fixation loss). Use it as the `data_collator` of a `Trainer`, with
 `remove_unused_columns=False` so the Trainer keeps the raw columns for it.
 """
 
+import json
+
 import torch
 
-__all__ = ["VideoTextCollator", "chat_prompt"]
+__all__ = ["VideoTextCollator", "chat_prompt", "ground_truth", "target_patches"]
 
 
 def chat_prompt(processor, prompt: str) -> str:
@@ -24,19 +27,48 @@ def chat_prompt(processor, prompt: str) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def ground_truth(sample) -> dict | None:
+    """A generated sample's ground truth (a dict; `datasets` carries it as a JSON string), or None."""
+    truth = sample.get("ground_truth")
+    return json.loads(truth) if isinstance(truth, str) else truth
+
+
+def target_patches(sample, grid: int) -> torch.Tensor | None:
+    """`[T, grid, grid]` bool: the patches the prompted target overlaps in each frame, or None unless the sample is
+    a clutter clip, whose prompt names a target that its ground truth places."""
+    truth = ground_truth(sample)
+    if not truth or truth.get("task") != "clutter":
+        return None
+    target = truth["objects"][truth["target"]]
+    scale = grid / truth["frame_size"]  # patches per source pixel
+    centres = torch.tensor(target["positions"], dtype=torch.float32) * scale  # [T, 2] (x, y) in patch units
+    radius = target["size"] / 2 * scale
+    low = (centres - radius).floor().clamp(0, grid - 1)  # [T, 2] first patch overlapped
+    high = (centres + radius).ceil().clamp(1, grid) - 1  # [T, 2] last patch overlapped
+    index = torch.arange(grid, dtype=torch.float32)
+    cols = (index >= low[:, :1]) & (index <= high[:, :1])  # [T, grid]
+    rows = (index >= low[:, 1:]) & (index <= high[:, 1:])  # [T, grid]
+    return rows[:, :, None] & cols[:, None, :]
+
+
 class VideoTextCollator:
-    """Samples -> `input_ids`, `attention_mask`, `pixel_values_videos`, `labels`, `target_latents`.
+    """Samples -> `input_ids`, `attention_mask`, `pixel_values_videos`, `labels`, `target_latents`
+    (and `fixation_targets`).
 
     Args:
         processor: a `FoveatedVLMProcessor`.
         target_encoder: a target encoder (`foveated_vlm.build_target_encoder`) or None for no reconstruction.
         train_captions: supervise the samples' `answer` text (captions, answers) with `labels`.
+        fixation_grid: the patch grid's side (frame size / patch size): also return `fixation_targets`
+            `[B, T, grid, grid]`, the patches each clip's prompted target covers (`target_patches`), for the
+            fixation loss. Every sample must then be a clutter clip, whose ground truth places its target.
     """
 
-    def __init__(self, processor, target_encoder=None, train_captions: bool = True):
+    def __init__(self, processor, target_encoder=None, train_captions: bool = True, fixation_grid: int | None = None):
         self.processor = processor
         self.target_encoder = target_encoder
         self.train_captions = train_captions
+        self.fixation_grid = fixation_grid
 
     def prompt_text(self, prompt: str) -> str:
         return chat_prompt(self.processor, prompt)
@@ -52,4 +84,13 @@ class VideoTextCollator:
         if self.target_encoder is not None:
             with torch.no_grad():
                 batch["target_latents"] = self.target_encoder.encode(batch.pop("target_frames"))  # [B, T, C, h, w]
+        if self.fixation_grid:
+            masks = [target_patches(sample, self.fixation_grid) for sample in samples]
+            unplaced = [sample.get("video_id", "?") for sample, m in zip(samples, masks, strict=True) if m is None]
+            if unplaced:
+                raise ValueError(
+                    "fixation targets need clutter clips, whose ground truth places the prompted target; "
+                    f"got samples {unplaced}"
+                )
+            batch["fixation_targets"] = torch.stack(masks)  # [B, T, grid, grid] bool
         return batch

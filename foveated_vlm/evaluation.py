@@ -18,7 +18,6 @@ Metrics (keys of `foveated-vlm evaluate --json`):
                                                        (synthetic clips); `_uniform` is what an even map puts there
 """
 
-import json
 import math
 import os
 from collections import defaultdict
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data_collator import VideoTextCollator
+from .data_collator import VideoTextCollator, ground_truth, target_patches
 from .modeling_foveated import fixation_entropy
 from .targets import PixelTargetEncoder, SDVAETargetEncoder
 from .trainer_foveated import ratio_metrics
@@ -96,32 +95,9 @@ def _caption_scores(predictions: list[str], references: list[str]) -> dict[str, 
     return {"caption_bleu": scores["bleu"], "caption_rouge_l": scores["rouge_l"]}
 
 
-def _ground_truth(sample) -> dict | None:
-    truth = sample.get("ground_truth")
-    return json.loads(truth) if isinstance(truth, str) else truth
-
-
-def target_patches(sample, grid: int) -> torch.Tensor | None:
-    """`[T, grid, grid]` bool: the patches the prompted target overlaps in each frame, or None unless the sample is
-    a clutter clip, whose prompt names a target that its ground truth places."""
-    truth = _ground_truth(sample)
-    if not truth or truth.get("task") != "clutter":
-        return None
-    target = truth["objects"][truth["target"]]
-    scale = grid / truth["frame_size"]  # patches per source pixel
-    centres = torch.tensor(target["positions"], dtype=torch.float32) * scale  # [T, 2] (x, y) in patch units
-    radius = target["size"] / 2 * scale
-    low = (centres - radius).floor().clamp(0, grid - 1)  # [T, 2] first patch overlapped
-    high = (centres + radius).ceil().clamp(1, grid) - 1  # [T, 2] last patch overlapped
-    index = torch.arange(grid, dtype=torch.float32)
-    cols = (index >= low[:, :1]) & (index <= high[:, :1])  # [T, grid]
-    rows = (index >= low[:, 1:]) & (index <= high[:, 1:])  # [T, grid]
-    return rows[:, :, None] & cols[:, None, :]
-
-
 def _choices(sample) -> tuple[list[str], int] | None:
     """(answers, label) when the sample's ground truth defines an answer among choices."""
-    truth = _ground_truth(sample)
+    truth = ground_truth(sample)
     if not truth or not truth.get("answers") or truth.get("label") is None:
         return None
     return list(truth["answers"]), int(truth["label"])

@@ -84,6 +84,7 @@ class FoveatedVLMOutput(ModelOutput):
     predicts target t from frames < t and target t-1. queries: `[B, T, K, query_dim]`.
     fixations_fine / fixations_coarse: `[B, T, K, gh, gw]` with `output_attentions=True`.
     contrastive_loss / entropy_margin_loss: the optional regularisers (None when their weight is 0).
+    fixation_loss: the supervised fixation loss (None without `fixation_targets` or when its weight is 0).
     """
 
     loss: torch.FloatTensor | None = None
@@ -93,6 +94,7 @@ class FoveatedVLMOutput(ModelOutput):
     caption_loss_coarse: torch.FloatTensor | None = None
     contrastive_loss: torch.FloatTensor | None = None
     entropy_margin_loss: torch.FloatTensor | None = None
+    fixation_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     predicted_latents: torch.FloatTensor | None = None
     predicted_latents_coarse: torch.FloatTensor | None = None
@@ -246,8 +248,13 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         if self.prompt_query_head is not None:
             if prompt_hidden is None:
                 raise ValueError("prompt_query=True plans queries from the <video_start> hidden state too; pass it")
+            if self.prompt_query_norm is not None and self.training and prompt_hidden.shape[0] < 2:
+                raise ValueError(
+                    "prompt_query with query_norm='batch' standardises the prompt queries over the batch in training; "
+                    f"got a batch of {prompt_hidden.shape[0]} video: train with at least 2 per device"
+                )
             prompt = _standardise(self.prompt_query_head(prompt_hidden), self.prompt_query_norm)  # [B, 1 or -, K*qd]
-            queries = (queries + prompt) / math.sqrt(2)  # two parts at std ~1: the sum stays at std ~1
+            queries = (queries + prompt) / math.sqrt(2)  # two parts at std ~1: std ~1 while they are uncorrelated
         queries = queries.unflatten(-1, (self.config.tokens_per_frame, self.config.query_dim))
         if self.config.fine_queries == "random":  # the control: the fine pass reads with queries nobody chose
             queries = torch.randn_like(queries)
@@ -398,8 +405,29 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             entropy_margin = F.relu(entropy_fine - entropy_coarse + config.entropy_margin)
         return contrastive, entropy_margin
 
-    def _check_targets(self, target_latents, labels, input_ids, pixel_values_videos):
+    @staticmethod
+    def fixation_loss(fixations: torch.Tensor, fixation_targets: torch.Tensor) -> torch.Tensor:
+        """Mean over videos, frames and glimpses of `-log(share of the map on the target patches)`.
+
+        fixations: `[B, T, K, gh, gw]` (each map sums to 1); fixation_targets: `[B, T, gh, gw]`, nonzero on the
+        patches to look at. 0 when every map lies wholly on its targets; ln(gh*gw / target patches) when uniform.
+        """
+        on_target = (fixations.float() * fixation_targets[:, :, None].float()).flatten(-2).sum(-1)  # [B, T, K]
+        return -on_target.clamp_min(1e-6).log().mean()
+
+    def _check_targets(self, target_latents, labels, input_ids, pixel_values_videos, fixation_targets=None):
         config = self.config
+        if fixation_targets is not None:
+            if pixel_values_videos is None:
+                raise ValueError("fixation_targets were given without pixel_values_videos")
+            check_video_shape(pixel_values_videos)
+            batch, frames, _, height, width = pixel_values_videos.shape
+            grid = (height // config.patch_size, width // config.patch_size)
+            if tuple(fixation_targets.shape) != (batch, frames, *grid):
+                raise ValueError(
+                    f"fixation_targets must have shape [B, T, gh, gw] = {[batch, frames, *grid]} (the patch grid of "
+                    f"pixel_values_videos); got {list(fixation_targets.shape)}"
+                )
         if target_latents is not None:
             if pixel_values_videos is None:
                 raise ValueError("target_latents were given without pixel_values_videos")
@@ -428,6 +456,7 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         use_cache: bool | None = None,
         output_attentions: bool = False,
         logits_to_keep: int = 0,
+        fixation_targets: torch.Tensor | None = None,
         **kwargs,
     ) -> FoveatedVLMOutput:
         r"""
@@ -437,10 +466,14 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             target_latents: `[B, T, C, h, w]` reconstruction targets, or None.
             labels: `[B, L]` caption labels (unshifted, -100 = ignore), or None.
             output_attentions: return fixation maps of both passes.
+            fixation_targets: `[B, T, gh, gw]`, nonzero on the patches the fine pass should look at (training with
+                `config.fixation_loss_weight` > 0; ignored otherwise).
             kwargs: passed to the loss (e.g. the Trainer's `num_items_in_batch`).
         """
         if input_ids is not None:
-            self._check_targets(target_latents, labels, input_ids, pixel_values_videos)
+            self._check_targets(target_latents, labels, input_ids, pixel_values_videos, fixation_targets)
+        supervise_fixations = fixation_targets is not None and self.config.fixation_loss_weight > 0
+        output_attentions = output_attentions or supervise_fixations
         outputs = self.model(
             input_ids=input_ids,
             pixel_values_videos=pixel_values_videos,
@@ -474,10 +507,12 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             caption = config.caption_loss_weight * caption
             loss = caption if loss is None else loss + caption
         contrastive, entropy_margin = self.regularizers(outputs)
+        fixation = self.fixation_loss(outputs.fixations_fine, fixation_targets) if supervise_fixations else None
         if loss is not None:
             for weight, term in (
                 (config.contrastive_loss_weight, contrastive),
                 (config.entropy_margin_loss_weight, entropy_margin),
+                (config.fixation_loss_weight, fixation),
             ):
                 if term is not None:
                     loss = loss + weight * term
@@ -490,6 +525,7 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             caption_loss_coarse=caption_coarse,
             contrastive_loss=contrastive,
             entropy_margin_loss=entropy_margin,
+            fixation_loss=fixation,
             logits=logits,
             predicted_latents=predicted,
             predicted_latents_coarse=predicted_coarse,

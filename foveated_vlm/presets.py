@@ -220,6 +220,12 @@ def init_position_embeddings(model, std: float):
 
 def build_model_and_processor(model_args, data_args):
     """A fresh or partly pretrained model and its processor, as `train.py`'s arguments describe."""
+    position_std = model_args.vision_position_init_std
+    if position_std is not None and (model_args.vision_model or not position_std > 0):
+        raise ValueError(
+            f"--vision_position_init_std {position_std} redraws a fresh ViT's positions: it must be > 0, and "
+            f"--vision_model {model_args.vision_model!r} must be unset (a pretrained ViT keeps its own)"
+        )
     vision_config = {
         "model_type": model_args.vision_type,
         "hidden_size": model_args.vision_hidden_size,
@@ -253,6 +259,7 @@ def build_model_and_processor(model_args, data_args):
         "contrastive_loss_weight": model_args.contrastive_loss_weight,
         "entropy_margin_loss_weight": model_args.entropy_margin_loss_weight,
         "entropy_margin": model_args.entropy_margin,
+        "fixation_loss_weight": model_args.fixation_loss_weight,
     }
     if model_args.text_model == "config":
         if model_args.vision_model:
@@ -282,8 +289,6 @@ def build_model_and_processor(model_args, data_args):
             vision, path, frame_size=data_args.frame_size, **kwargs, **foveated
         )
     if model_args.vision_position_init_std is not None:
-        if model_args.vision_model:
-            raise ValueError("--vision_position_init_std redraws a fresh ViT's positions; --vision_model is pretrained")
         init_position_embeddings(model, model_args.vision_position_init_std)
     processor = FoveatedVLMProcessor.from_tokenizer(tokenizer, config=model.config, num_frames=data_args.num_frames)
     processor.check_model_config(model.config)

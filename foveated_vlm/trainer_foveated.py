@@ -4,7 +4,7 @@ The Trainer logs only `loss` by itself. Every logging step here also carries, av
 last log: `loss_fine`, `loss_coarse`, `ratio` (coarse / fine, > 1 means looking where the model chose helped),
 `caption_loss_fine`, `caption_loss_coarse`, `caption_ratio` where captions are trained, and the fixation entropies
 of both passes (nats over the patch grid; lower is more selective), and the optional regularisers
-(`contrastive_loss`, `entropy_margin_loss`) when they are on. Evaluation reports the same keys with the
+(`contrastive_loss`, `entropy_margin_loss`, `fixation_loss`) when they are on. Evaluation reports the same keys with the
 `eval_` prefix.
 """
 
@@ -36,11 +36,15 @@ class FoveatedTrainer(Trainer):
     """`Trainer` for `FoveatedVLMForConditionalGeneration`: asks for fixations and logs both passes."""
 
     _PASS_METRICS = ("loss_fine", "loss_coarse", "caption_loss_fine", "caption_loss_coarse")
-    _REGULARIZERS = ("contrastive_loss", "entropy_margin_loss")
+    _REGULARIZERS = ("contrastive_loss", "entropy_margin_loss", "fixation_loss")
 
-    def __init__(self, *args, backbone_learning_rate: float | None = None, **kwargs):
+    def __init__(self, *args, backbone_learning_rate: float | None = None, fixation_loss_steps: int = 0, **kwargs):
+        """`backbone_learning_rate`: see `create_optimizer`. `fixation_loss_steps`: supervise fixations (batches
+        carrying `fixation_targets`) for this many optimizer steps, then release the queries; 0: throughout.
+        Evaluation never reads fixation targets: held-out losses are the task's alone."""
         super().__init__(*args, **kwargs)
         self.backbone_learning_rate = backbone_learning_rate
+        self.fixation_loss_steps = fixation_loss_steps
         self._sums = {"train": defaultdict(int), "eval": defaultdict(int)}  # 0 + a tensor is the tensor
         self._counts = {"train": 0, "eval": 0}
 
@@ -77,6 +81,9 @@ class FoveatedTrainer(Trainer):
         model.load_state_dict(restored.state_dict(), strict=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        released = self.fixation_loss_steps and self.state.global_step >= self.fixation_loss_steps
+        if not model.training or released:
+            inputs = {name: value for name, value in inputs.items() if name != "fixation_targets"}
         # Losses come from the supervised positions; full-vocabulary logits of every position are never read here.
         outputs = model(**inputs, output_attentions=True, logits_to_keep=1)
         if not torch.isfinite(outputs.loss):  # one sync per step: the price of naming the step that went wrong

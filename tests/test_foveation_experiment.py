@@ -11,13 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_cli import save_checkpoint
+from test_processing import make_processor
 from tiny import tiny_batch, tiny_config
 
 import train
 from datasets_scripts.pipeline import build_dataset
 from datasets_scripts.synthetic import GLOBAL_CHANGES, SyntheticVideoConfig, generate_clip
-from foveated_vlm import FoveatedVLMForConditionalGeneration
-from foveated_vlm.evaluation import target_patches
+from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator
+from foveated_vlm.data_collator import target_patches
 from foveated_vlm.modeling_foveated import fixation_entropy
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
@@ -68,7 +69,7 @@ def test_curriculum_grows_the_scene_from_one_object_with_clips_of_its_own():
     staged = build_dataset("clutter", seed=0, frame_size=32, num_frames=4, question="quadrant", curriculum_clips=6)
     truths = [json.loads(sample["ground_truth"]) for sample in staged.take(10)]
     counts = [len(truth["objects"]) for truth in truths]
-    assert counts[:6] == [1, 1, 2, 2, 3, 3] and all(4 <= count <= 6 for count in counts[6:])
+    assert counts[:6] == [1, 1, 2, 2, 3, 3] and all(count == 4 for count in counts[6:])  # a quadrant each
     plain = build_dataset("clutter", seed=0, frame_size=32, num_frames=4, question="quadrant")
     held_out = build_dataset("clutter", seed=1, frame_size=32, num_frames=4, question="quadrant")
     stage_ids = {sample["video_id"] for sample in staged.take(6)}
@@ -199,6 +200,9 @@ def test_prompt_query_brings_the_prompt_to_every_frame_and_learns():
     assert model.model.prompt_query_head.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="video_start"):
         model.model.plan_queries(torch.zeros(2, model.config.text_config.hidden_size))
+    normed = model_for(prompt_query=True, query_norm="batch").train()
+    with pytest.raises(ValueError, match="got a batch of 1 video: train with at least 2"):
+        normed(**tiny_batch(normed.config, batch=1, frames=4))
 
 
 def test_regularisers_are_what_they_say_and_enter_the_loss():
@@ -223,6 +227,51 @@ def test_regularisers_are_what_they_say_and_enter_the_loss():
         term.backward(retain_graph=True)
         assert model.model.query_head.weight.grad.abs().sum() > 0
     assert plain.contrastive_loss is None and plain.entropy_margin_loss is None
+
+
+def test_fixation_loss_is_minus_log_the_share_on_target():
+    targets = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    targets[..., :2, :2] = True  # 4 of 16 patches
+    uniform = torch.full((1, 2, 1, 4, 4), 1 / 16)
+    loss = FoveatedVLMForConditionalGeneration.fixation_loss(uniform, targets)
+    assert loss.item() == pytest.approx(math.log(4))
+    on_target = torch.zeros(1, 2, 1, 4, 4)
+    on_target[..., 1, 0] = 1
+    assert FoveatedVLMForConditionalGeneration.fixation_loss(on_target, targets).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_fixation_targets_supervise_the_planned_queries():
+    config = tiny_config()
+    batch = tiny_batch(config)
+    grid = config.frame_size // config.patch_size
+    targets = torch.zeros(2, 4, grid, grid, dtype=torch.bool)
+    targets[..., 0, 0] = True
+    plain = model_for().train()(**batch)
+    model = model_for(fixation_loss_weight=0.5).train()
+    out = model(**batch, fixation_targets=targets)
+    expected = model.fixation_loss(out.fixations_fine, targets)
+    assert torch.allclose(out.fixation_loss, expected) and out.fixation_loss > 0
+    assert torch.allclose(out.loss, plain.loss + 0.5 * expected, atol=1e-5)
+    model.zero_grad()
+    out.fixation_loss.backward()
+    assert model.model.query_head.weight.grad.abs().sum() > 0  # the planned queries learn where to look
+    # Without targets, or with weight 0, there is no such loss; a wrong grid names the input.
+    assert model(**batch).fixation_loss is None and plain.fixation_loss is None
+    assert model_for()(**batch, fixation_targets=targets).fixation_loss is None
+    with pytest.raises(ValueError, match=r"fixation_targets must have shape \[B, T, gh, gw\]"):
+        model(**batch, fixation_targets=targets[:, :, :2])
+
+
+def test_collator_places_the_prompted_target_for_the_fixation_loss():
+    processor = make_processor(num_frames=4)
+    samples = list(build_dataset("clutter", seed=0, frame_size=32, num_frames=4, question="quadrant").take(3))
+    batch = VideoTextCollator(processor, fixation_grid=4)(samples)
+    assert batch["fixation_targets"].shape == (3, 4, 4, 4)
+    assert torch.equal(batch["fixation_targets"][1], target_patches(samples[1], 4))
+    assert "fixation_targets" not in VideoTextCollator(processor)(samples)
+    described = list(build_dataset("synthetic", seed=0, frame_size=32, num_frames=4).take(1))
+    with pytest.raises(ValueError, match="fixation targets need clutter clips.*synthetic-caption"):
+        VideoTextCollator(processor, fixation_grid=4)(samples[:1] + described)
 
 
 def test_fixation_entropy_is_zero_for_a_point_and_log_n_for_uniform():
@@ -271,6 +320,12 @@ def test_experiment_presets_parse(preset):
     assert model_args.vision_position_init_std == 3.0
 
 
+def test_shortened_runs_keep_the_presets_share_of_curriculum():
+    assert foveation.scaled_curriculum("clutter", 400, []) == ["--curriculum_clips", "1800"]  # 9000 of 2000 steps
+    assert foveation.scaled_curriculum("clutter", 400, ["--curriculum_clips", "0"]) == []  # the ablation's own
+    assert foveation.scaled_curriculum("global-control", 100, []) == []
+
+
 def test_results_table_has_the_seed_mean_and_every_run():
     results = {
         "clutter-seed0": {"steps": 10, "caption_ratio": 1.2, "accuracy_fine": 0.6, "accuracy_coarse": 0.3},
@@ -295,7 +350,8 @@ def test_token_probe_finds_what_is_there_and_not_what_is_not():
 
 def test_token_probe_runs_on_a_checkpoint(tmp_path):
     directory = save_checkpoint(tmp_path / "model")
-    result = token_probe.main(["--model", str(directory), "--num_objects", "1", "--clips", "24"])
-    assert result["num_objects"] == [1, 1] and result["clips"] == 24
-    for name in ("coarse", "fine", "pixels"):
+    result = token_probe.main(["--model", str(directory), "--num_objects", "1", "--clips", "90"])
+    assert result["num_objects"] == [1, 1] and result["clips"] == 90
+    for name in ("coarse", "fine"):
         assert 0 <= result[f"probe_accuracy_{name}"] <= 1
+    assert result["probe_accuracy_pixels"] > 0.6  # a lone object's quadrant is plain in its pixels (chance 0.25)

@@ -12,12 +12,17 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from foveated_vlm import FoveatedVLMConfig, FoveatedVLMForConditionalGeneration
 
+OPTIONS = {"prompt_query": True, "query_norm": "batch", "token_norm": "batch", "fixation_loss_weight": 0.5}
 
-@pytest.mark.parametrize("vision_type, k", [("dinov3_vit", 1), ("dinov2", 2)])
-def test_save_and_load_gives_identical_outputs(tmp_path, vision_type, k):
-    config = tiny_config(vision_type, tokens_per_frame=k)
-    model = FoveatedVLMForConditionalGeneration(config).eval()
+
+@pytest.mark.parametrize("vision_type, k, options", [("dinov3_vit", 1, {}), ("dinov2", 2, {}), ("dinov2", 1, OPTIONS)])
+def test_save_and_load_gives_identical_outputs(tmp_path, vision_type, k, options):
+    config = tiny_config(vision_type, tokens_per_frame=k, **options)
+    model = FoveatedVLMForConditionalGeneration(config)
     batch = tiny_batch(config)
+    with torch.no_grad():
+        model.train()(**batch)  # moves the batch norms' running statistics off their initial values
+    model.eval()
     model.save_pretrained(tmp_path)
     for loader in (FoveatedVLMForConditionalGeneration, AutoModel, AutoModelForImageTextToText):
         loaded = loader.from_pretrained(tmp_path).eval()
@@ -27,6 +32,7 @@ def test_save_and_load_gives_identical_outputs(tmp_path, vision_type, k):
             torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=0, atol=0, msg=name)
     assert loaded.lm_head.weight.data_ptr() == loaded.model.language_model.embed_tokens.weight.data_ptr()
     assert isinstance(AutoConfig.from_pretrained(tmp_path), FoveatedVLMConfig)
+    assert {name: getattr(loaded.config, name) for name in options} == options
 
 
 def test_checkpoint_carries_its_code(tmp_path):

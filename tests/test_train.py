@@ -160,6 +160,10 @@ def test_position_init_redraws_learned_positions_and_refuses_rope():
     assert default.std().item() < 0.1
     with pytest.raises(ValueError, match="learned position embeddings"):
         initial_model("--vision_type", "dinov3_vit", "--vision_position_init_std", "3")
+    with pytest.raises(ValueError, match="--vision_position_init_std -1.0 .* must be > 0"):
+        initial_model("--vision_type", "dinov2", "--vision_position_init_std", "-1")
+    with pytest.raises(ValueError, match="--vision_model 'facebook/dinov2-small' must be unset"):
+        initial_model("--vision_model", "facebook/dinov2-small", "--vision_position_init_std", "3")
 
 
 @needs_smollm2
@@ -265,12 +269,29 @@ def test_two_processes_with_gloo(tmp_path):
         (["--dataset", "clutter", "--caption_mix", "1"], "must be in"),
         (["--curriculum_clips", "100"], "grows clutter scenes"),
         (["--dataset", "clutter", "--curriculum_clips", "-1"], "must be >= 0"),
+        (["--fixation_loss_weight", "1"], "--fixation_loss_weight needs clips whose ground truth"),
+        (["--dataset", "clutter", "--curriculum_clips", "6"], "leaves no step for the full scene: the run reads 6"),
+        (
+            ["--prompt_query", "True", "--query_norm", "batch", "--per_device_train_batch_size", "1"],
+            "--per_device_train_batch_size 1 must be >= 2",
+        ),
+        (["--dataset", "clutter", "--fixation_loss_steps", "-2"], "must be >= 0"),
         (["--dataset", "synthetic", "--task", "clutter", "--target", "vqgan"], "unknown target kind"),
     ],
 )
 def test_conflicting_flags_fail_before_any_work(tmp_path, flags, message):
     with pytest.raises((SystemExit, ValueError), match=message):
         train.main(QUICK + ["--output_dir", str(tmp_path / "x"), *flags])
+
+
+@needs_smollm2
+def test_fixation_loss_trains_for_its_steps_then_releases_the_queries(tmp_path):
+    flags = ["--dataset", "clutter", "--question", "quadrant", "--fixation_loss_weight", "1"]
+    output, _ = run(tmp_path, "fixation", *flags, "--fixation_loss_steps", "2", "--eval_videos", "0")
+    logged = [entry for entry in json.loads((output / "log_history.json").read_text()) if "loss" in entry]
+    assert [("fixation_loss" in entry) for entry in logged] == [True, True, False]
+    assert logged[0]["fixation_loss"] > 0
+    assert json.loads((output / "config.json").read_text())["fixation_loss_weight"] == 1
 
 
 def test_an_output_dir_holding_another_model_is_refused(tmp_path):
