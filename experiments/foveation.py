@@ -8,9 +8,10 @@
 
 Runs go `--jobs` at a time (default 2, the machine's two cores), one thread each. A run shortened with `--max_steps`
 keeps the preset's share of curriculum clips (9000 of the 16 000 clips of 2000 steps at batch 8: 1125 steps), so it
-still reaches the full scene. Each run is `python train.py --preset ...` in its own process, evaluated afterwards
-with `foveated-vlm evaluate` on clips from `--eval_seed`, a stream no training run reads (training reads the stream
-of its `--seed`, and train.py's own held-out stream is seed + 1). Results land in
+still reaches the full scene, and a fixation loss released at a step is released at the same share of the run.
+Each run is `python train.py --preset ...` in its own process, evaluated afterwards with `foveated-vlm evaluate` on
+clips from `--eval_seed`, a stream no training run reads (training reads the stream of its `--seed`, and train.py's
+own held-out stream is seed + 1). Results land in
 `--out`: one directory per run, `results.json` (every metric of every run) and `results.md` (the table
 docs/foveation_experiment.md quotes).
 """
@@ -43,6 +44,8 @@ ABLATIONS = {
     "no-prompt-query": ["--prompt_query", "False"],
     "no-curriculum": ["--curriculum_clips", "0"],
     "small-positions": ["--vision_position_init_std", "0.1"],  # drawn like every other ViT weight
+    "no-fixation-loss": ["--fixation_loss_weight", "0"],  # the planned queries learn from the answers alone
+    "fixation-released": ["--fixation_loss_steps", "1125"],  # supervised through the curriculum only
 }
 COLUMNS = (
     ("steps", "steps", "{:d}"),
@@ -66,10 +69,8 @@ def run(name: str, preset: str, extra: list[str], args) -> dict:
             return json.load(handle)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     train = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", preset, "--output_dir", output]
-    train += ["--disable_tqdm", "True", "--eval_videos", "0"] + extra
     steps = args.ablation_max_steps if name in ABLATIONS and args.ablation_max_steps else args.max_steps
-    if steps:
-        train += ["--max_steps", str(steps)] + scaled_curriculum(preset, steps, extra)
+    train += ["--disable_tqdm", "True", "--eval_videos", "0"] + (shortened(preset, steps, extra) if steps else extra)
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "train.log"), "w") as log:
         subprocess.run(train, check=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -88,13 +89,17 @@ def run(name: str, preset: str, extra: list[str], args) -> dict:
     return metrics
 
 
-def scaled_curriculum(preset: str, steps: int, extra: list[str]) -> list[str]:
-    """`--curriculum_clips` for a run of `steps` instead of the preset's: the same share of its clips."""
-    flags = PRESETS[preset]
-    if "--curriculum_clips" in extra or "--curriculum_clips" not in flags:
-        return []
-    clips = int(flags["--curriculum_clips"]) * steps // int(flags["--max_steps"])
-    return ["--curriculum_clips", str(clips)]
+def shortened(preset: str, steps: int, extra: list[str]) -> list[str]:
+    """`extra` for a run of `steps` instead of the preset's `--max_steps`, with its schedule scaled to match: the
+    preset's `--curriculum_clips` (unless `extra` sets its own) and any `--fixation_loss_steps` in `extra`."""
+    flags, scale = PRESETS[preset], steps / int(PRESETS[preset]["--max_steps"])
+    extra = list(extra)
+    if "--fixation_loss_steps" in extra:
+        index = extra.index("--fixation_loss_steps") + 1
+        extra[index] = str(round(int(extra[index]) * scale))
+    if "--curriculum_clips" in flags and "--curriculum_clips" not in extra:
+        extra += ["--curriculum_clips", str(round(int(flags["--curriculum_clips"]) * scale))]
+    return extra + ["--max_steps", str(steps)]
 
 
 def _cell(metrics: dict, key: str, form: str) -> str:

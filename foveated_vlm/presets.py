@@ -66,8 +66,9 @@ PRESETS = {
 # planned queries a chance from scratch: batch-standardised frame tokens (without them the language model never
 # reads the video), a ViT with learned positions drawn large (without them a fresh query's token keeps nothing of
 # where things are), wider initial weights and a lower query temperature (so attention is not flat),
-# batch-standardised queries (so prompts give distinct queries), a query planned from the prompt itself, and a
-# curriculum from one object. docs/foveation_experiment.md reports what each of them did.
+# batch-standardised queries (so prompts give distinct queries), a query planned from the prompt itself, a
+# curriculum from one object, and (clutter) a fixation loss that shows the planned queries, in training only, where
+# the named object is. docs/foveation_experiment.md reports what each of them did.
 _FOVEATION = {
     **_COMMON,
     "--vision_type": "dinov2",
@@ -92,6 +93,7 @@ PRESETS.update(
             "--question": "quadrant",
             "--prompt_query": "True",
             "--curriculum_clips": "9000",  # 3000 clips each of 1, 2 and 3 objects: 1125 of the 2000 steps
+            "--fixation_loss_weight": "1.0",  # planned queries taught where the named object is, in training only
             "--reconstruction_loss_weight": "0",
             "--max_steps": "2000",
         },

@@ -313,17 +313,24 @@ def test_experiment_presets_parse(preset):
             "quadrant",
             0,
         )
-        assert model_args.prompt_query and data_args.curriculum_clips > 0
+        assert model_args.prompt_query and data_args.curriculum_clips > 0 and model_args.fixation_loss_weight > 0
     else:
         assert data_args.dataset == "global_change" and not data_args.train_captions
     assert model_args.vision_type == "dinov2" and model_args.query_norm == "batch"
     assert model_args.vision_position_init_std == 3.0
 
 
-def test_shortened_runs_keep_the_presets_share_of_curriculum():
-    assert foveation.scaled_curriculum("clutter", 400, []) == ["--curriculum_clips", "1800"]  # 9000 of 2000 steps
-    assert foveation.scaled_curriculum("clutter", 400, ["--curriculum_clips", "0"]) == []  # the ablation's own
-    assert foveation.scaled_curriculum("global-control", 100, []) == []
+def test_shortened_runs_keep_the_presets_schedule():
+    assert foveation.shortened("clutter", 400, []) == ["--curriculum_clips", "1800", "--max_steps", "400"]
+    released = foveation.shortened("clutter", 400, ["--fixation_loss_steps", "1125"])
+    assert released == ["--fixation_loss_steps", "225", "--curriculum_clips", "1800", "--max_steps", "400"]
+    assert foveation.shortened("clutter", 400, ["--curriculum_clips", "0"]) == [
+        "--curriculum_clips",
+        "0",
+        "--max_steps",
+        "400",
+    ]
+    assert foveation.shortened("global-control", 100, []) == ["--max_steps", "100"]
 
 
 def test_results_table_has_the_seed_mean_and_every_run():
