@@ -15,6 +15,7 @@ import itertools
 import math
 import os
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,18 @@ def _grid(rows: list[list[np.ndarray]], labels: list[str], cell: int) -> Image.I
     return canvas
 
 
+def _prompt_label(prompt: str, cell: int) -> str:
+    """The frame row's label: "frame" and the prompt (what the planned queries were asked to find), wrapped to fit."""
+    lines = textwrap.wrap(prompt, width=18)[: max(1, cell // 18 - 1)]  # 14 px text: about 18 px a line
+    return "\n".join(["frame", *lines])
+
+
 @torch.no_grad()
 def fixation_figures(model, processor, samples, output_dir, target_encoder=None, num_videos: int = 4) -> list[str]:
     """Draw where both passes looked on `num_videos` held-out samples, in one forward pass of the model.
 
-    Per video, `figures/fixations_{i:02d}.png` is a grid whose columns are the frames and whose rows are the frame,
+    Per video, `figures/fixations_{i:02d}.png` is a grid whose columns are the frames and whose rows are the frame
+    (labelled with the video's prompt),
     the static (coarse) query's fixation, the planned (fine) query's fixation and, with a `target_encoder`, the
     target of frame t and the model's prediction of it (from frames < t and target t-1), both decoded, so each
     prediction sits under the frame it predicts. `figures/fixations_{i:02d}.gif` shows the same cells of one
@@ -110,7 +118,7 @@ def fixation_figures(model, processor, samples, output_dir, target_encoder=None,
             rows += [[to_uint8_image(picture) for picture in pictures[b]] for pictures in decoded]  # [3, h, w] each
         rows = [_cells(row, cell) for row in rows]
         png, gif = directory / f"fixations_{b:02d}.png", directory / f"fixations_{b:02d}.gif"
-        _grid(rows, labels, cell).save(png)
+        _grid(rows, [_prompt_label(samples[b]["prompt"], cell), *labels[1:]], cell).save(png)
         save_gif([panel(list(column), height=cell) for column in zip(*rows, strict=True)], str(gif), fps=2)
         paths += [str(png), str(gif)]
     return paths

@@ -105,6 +105,12 @@ def test_fixation_figures_without_targets_draw_three_rows(checkpoint, samples, t
     ]
     assert Image.open(paths[0]).size == (LABEL_WIDTH + FRAMES * (CELL + GAP), 3 * (CELL + GAP))
     assert Image.open(paths[1]).size == (3 * CELL, CELL)
+    # The frame row's label carries each video's prompt: other prompts, other label pixels, same frames.
+    relabelled = [{**sample, "prompt": "Track the blue cross. Where does it end up?"} for sample in samples[:1]]
+    other = fixation_figures(model, processor, relabelled, tmp_path / "other", num_videos=1)[0]
+    label, frames = np.s_[:CELL, :LABEL_WIDTH], np.s_[:CELL, LABEL_WIDTH:]
+    first, second = np.asarray(Image.open(paths[0])), np.asarray(Image.open(other))
+    assert not np.array_equal(first[label], second[label]) and np.array_equal(first[frames], second[frames])
     with pytest.raises(ValueError, match="no samples"):
         fixation_figures(model, processor, [], tmp_path)
 
