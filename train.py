@@ -148,13 +148,21 @@ def check_arguments(model_args, data_args, training_args) -> None:
         )
     if data_args.curriculum_clips and data_args.dataset != "clutter":
         raise SystemExit(f"--curriculum_clips grows clutter scenes; got --dataset {data_args.dataset}")
-    if model_args.fixation_loss_weight and data_args.dataset != "clutter":
+    clutter = data_args.dataset == "clutter" or (data_args.dataset == "synthetic" and data_args.task == "clutter")
+    if model_args.fixation_loss_weight and not clutter:
         raise SystemExit(
             f"--fixation_loss_weight needs clips whose ground truth places the prompted object (--dataset clutter); "
-            f"got --dataset {data_args.dataset}"
+            f"got --dataset {data_args.dataset} --task {data_args.task}"
+        )
+    if model_args.fixation_loss_weight and data_args.caption_mix:
+        raise SystemExit(
+            f"--fixation_loss_weight needs a prompted object in every clip; --caption_mix {data_args.caption_mix} "
+            "mixes in described clips, which name none"
         )
     if model_args.fixation_loss_steps < 0:
         raise SystemExit(f"--fixation_loss_steps {model_args.fixation_loss_steps} must be >= 0 (0: never stop)")
+    if model_args.fixation_loss_steps and not model_args.fixation_loss_weight:
+        raise SystemExit(f"--fixation_loss_steps {model_args.fixation_loss_steps} ends a fixation loss that is off")
     if data_args.curriculum_clips < 0:
         raise SystemExit(f"--curriculum_clips {data_args.curriculum_clips} must be >= 0 (0: no curriculum)")
     clips = training_args.max_steps * training_args.per_device_train_batch_size
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     evaluate_videos = data_args.eval_videos if has_held_out else 0
     held_out_seed = training_args.seed + data_args.data_seed_offset
     train_stream = stream(training_args.seed, shard=True)
-    fixation_grid = data_args.frame_size // model.config.patch_size if model_args.fixation_loss_weight else None
+    fixation_grid = model.config.frame_size // model.config.patch_size if model_args.fixation_loss_weight else None
     train_collator = VideoTextCollator(
         processor, target_encoder, train_captions=data_args.train_captions, fixation_grid=fixation_grid
     )
@@ -232,7 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
         stored = PrecomputedTargets(data_args.precomputed_targets)
         train_stream = train_stream.filter(lambda sample: video_id_of(sample) in stored)
         train_collator = PrecomputedTargetsCollator(
-            VideoTextCollator(processor, None, train_captions=data_args.train_captions), stored
+            VideoTextCollator(processor, None, train_captions=data_args.train_captions, fixation_grid=fixation_grid),
+            stored,
         )
     training_args.accelerator_config.dispatch_batches = False  # ranks read their own shards, nothing to dispatch
 

@@ -13,7 +13,8 @@ Each run is `python train.py --preset ...` in its own process, evaluated afterwa
 clips from `--eval_seed`, a stream no training run reads (training reads the stream of its `--seed`, and train.py's
 own held-out stream is seed + 1). Results land in
 `--out`: one directory per run, `results.json` (every metric of every run) and `results.md` (the table
-docs/foveation_experiment.md quotes).
+docs/foveation_experiment.md quotes). A run whose `evaluation.json` exists is not trained again: after changing a
+preset, pass `--overwrite` (or a new `--out`).
 """
 
 import argparse

@@ -92,5 +92,12 @@ class VideoTextCollator:
                     "fixation targets need clutter clips, whose ground truth places the prompted target; "
                     f"got samples {unplaced}"
                 )
-            batch["fixation_targets"] = torch.stack(masks)  # [B, T, grid, grid] bool
+            masks = torch.stack(masks)  # [B, T, grid, grid] bool, one map per frame of the clip
+            if masks.shape[1] != batch["pixel_values_videos"].shape[1]:
+                raise ValueError(
+                    f"fixation targets place the target in the {masks.shape[1]} frames of clips "
+                    f"{[sample.get('video_id', '?') for sample in samples]}, but the processor samples "
+                    f"{batch['pixel_values_videos'].shape[1]}: generate clips with the processor's num_frames"
+                )
+            batch["fixation_targets"] = masks
         return batch

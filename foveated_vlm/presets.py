@@ -223,10 +223,12 @@ def init_position_embeddings(model, std: float):
 def build_model_and_processor(model_args, data_args):
     """A fresh or partly pretrained model and its processor, as `train.py`'s arguments describe."""
     position_std = model_args.vision_position_init_std
-    if position_std is not None and (model_args.vision_model or not position_std > 0):
+    if position_std is not None and not position_std > 0:
+        raise ValueError(f"--vision_position_init_std {position_std} is a standard deviation: it must be > 0")
+    if position_std is not None and model_args.vision_model:
         raise ValueError(
-            f"--vision_position_init_std {position_std} redraws a fresh ViT's positions: it must be > 0, and "
-            f"--vision_model {model_args.vision_model!r} must be unset (a pretrained ViT keeps its own)"
+            f"--vision_position_init_std redraws a fresh ViT's positions; --vision_model {model_args.vision_model!r} "
+            "is pretrained and keeps its own (leave one of them unset)"
         )
     vision_config = {
         "model_type": model_args.vision_type,

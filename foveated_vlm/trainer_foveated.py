@@ -46,7 +46,8 @@ class FoveatedTrainer(Trainer):
         self.backbone_learning_rate = backbone_learning_rate
         self.fixation_loss_steps = fixation_loss_steps
         self._sums = {"train": defaultdict(int), "eval": defaultdict(int)}  # 0 + a tensor is the tensor
-        self._counts = {"train": 0, "eval": 0}
+        # Per metric: a term can be present in only some steps of a logging window (the fixation loss stops).
+        self._counts = {"train": defaultdict(int), "eval": defaultdict(int)}
 
     def create_optimizer(self, model=None):
         """With `backbone_learning_rate`, the pretrained towers learn at that rate, the new parts at the usual one."""
@@ -93,28 +94,25 @@ class FoveatedTrainer(Trainer):
                 "lower the learning rate or check the batch"
             )
         split = "train" if model.training else "eval"
-        sums = self._sums[split]
+        sums, counts = self._sums[split], self._counts[split]
         # Detached tensors, summed on the device: converting to numbers only when logging avoids a sync per step.
-        for name in self._PASS_METRICS + self._REGULARIZERS:
-            value = getattr(outputs, name)
-            if value is not None:
-                sums[name] = sums[name] + value.detach().float()
+        values = {name: getattr(outputs, name) for name in self._PASS_METRICS + self._REGULARIZERS}
         for name in ("fine", "coarse"):
             fixations = getattr(outputs, f"fixations_{name}")
-            if fixations is not None:
-                sums[f"fixation_entropy_{name}"] = (
-                    sums[f"fixation_entropy_{name}"] + fixation_entropy(fixations.detach()).mean()
-                )
-        self._counts[split] += 1
+            values[f"fixation_entropy_{name}"] = (
+                None if fixations is None else fixation_entropy(fixations.detach()).mean()
+            )
+        for name, value in values.items():
+            if value is not None:
+                sums[name] = sums[name] + value.detach().float()
+                counts[name] += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def _drain(self, split: str) -> dict[str, float]:
-        count = self._counts[split]
-        if not count:
-            return {}
-        metrics = ratio_metrics({name: float(total) / count for name, total in self._sums[split].items()})
-        self._sums[split].clear()
-        self._counts[split] = 0
+        sums, counts = self._sums[split], self._counts[split]
+        metrics = ratio_metrics({name: float(total) / counts[name] for name, total in sums.items()})
+        sums.clear()
+        counts.clear()
         return metrics
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

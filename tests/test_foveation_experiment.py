@@ -272,6 +272,11 @@ def test_collator_places_the_prompted_target_for_the_fixation_loss():
     described = list(build_dataset("synthetic", seed=0, frame_size=32, num_frames=4).take(1))
     with pytest.raises(ValueError, match="fixation targets need clutter clips.*synthetic-caption"):
         VideoTextCollator(processor, fixation_grid=4)(samples[:1] + described)
+    longer = list(build_dataset("clutter", seed=0, frame_size=32, num_frames=6, question="quadrant").take(1))
+    with pytest.raises(
+        ValueError, match=r"the 6 frames of clips \['synthetic-clutter-quadrant-0'\], but the processor samples 4"
+    ):
+        VideoTextCollator(processor, fixation_grid=4)(longer)
 
 
 def test_fixation_entropy_is_zero_for_a_point_and_log_n_for_uniform():

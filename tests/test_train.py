@@ -160,9 +160,9 @@ def test_position_init_redraws_learned_positions_and_refuses_rope():
     assert default.std().item() < 0.1
     with pytest.raises(ValueError, match="learned position embeddings"):
         initial_model("--vision_type", "dinov3_vit", "--vision_position_init_std", "3")
-    with pytest.raises(ValueError, match="--vision_position_init_std -1.0 .* must be > 0"):
+    with pytest.raises(ValueError, match="--vision_position_init_std -1.0 is a standard deviation: it must be > 0"):
         initial_model("--vision_type", "dinov2", "--vision_position_init_std", "-1")
-    with pytest.raises(ValueError, match="--vision_model 'facebook/dinov2-small' must be unset"):
+    with pytest.raises(ValueError, match="--vision_model .facebook/dinov2-small. is pretrained"):
         initial_model("--vision_model", "facebook/dinov2-small", "--vision_position_init_std", "3")
 
 
@@ -275,7 +275,12 @@ def test_two_processes_with_gloo(tmp_path):
             ["--prompt_query", "True", "--query_norm", "batch", "--per_device_train_batch_size", "1"],
             "--per_device_train_batch_size 1 must be >= 2",
         ),
-        (["--dataset", "clutter", "--fixation_loss_steps", "-2"], "must be >= 0"),
+        (["--dataset", "clutter", "--fixation_loss_steps", "-2"], "--fixation_loss_steps -2 must be >= 0"),
+        (["--dataset", "clutter", "--fixation_loss_steps", "5"], "ends a fixation loss that is off"),
+        (
+            ["--dataset", "clutter", "--fixation_loss_weight", "1", "--caption_mix", "0.5"],
+            "described clips, which name none",
+        ),
         (["--dataset", "synthetic", "--task", "clutter", "--target", "vqgan"], "unknown target kind"),
     ],
 )
@@ -287,9 +292,14 @@ def test_conflicting_flags_fail_before_any_work(tmp_path, flags, message):
 @needs_smollm2
 def test_fixation_loss_trains_for_its_steps_then_releases_the_queries(tmp_path):
     flags = ["--dataset", "clutter", "--question", "quadrant", "--fixation_loss_weight", "1"]
-    output, _ = run(tmp_path, "fixation", *flags, "--fixation_loss_steps", "2", "--eval_videos", "0")
-    logged = [entry for entry in json.loads((output / "log_history.json").read_text()) if "loss" in entry]
+    output, _ = run(
+        tmp_path, "fixation", *flags, "--fixation_loss_steps", "2", "--eval_strategy", "steps", "--eval_steps", "3"
+    )
+    history = json.loads((output / "log_history.json").read_text())
+    logged = [entry for entry in history if "loss" in entry]
     assert [("fixation_loss" in entry) for entry in logged] == [True, True, False]
+    evaluated = [entry for entry in history if "eval_loss" in entry]
+    assert evaluated and not any("eval_fixation_loss" in entry for entry in evaluated)  # held out: no ground truth
     assert logged[0]["fixation_loss"] > 0
     assert json.loads((output / "config.json").read_text())["fixation_loss_weight"] == 1
 
