@@ -86,7 +86,8 @@ class VideoTextCollator:
                 batch["target_latents"] = self.target_encoder.encode(batch.pop("target_frames"))  # [B, T, C, h, w]
         if self.fixation_grid:
             masks = [target_patches(sample, self.fixation_grid) for sample in samples]
-            unplaced = [sample.get("video_id", "?") for sample, m in zip(samples, masks, strict=True) if m is None]
+            ids = [sample.get("video_id", "?") for sample in samples]
+            unplaced = [video_id for video_id, mask in zip(ids, masks, strict=True) if mask is None]
             if unplaced:
                 raise ValueError(
                     "fixation targets need clutter clips, whose ground truth places the prompted target; "
@@ -95,9 +96,8 @@ class VideoTextCollator:
             masks = torch.stack(masks)  # [B, T, grid, grid] bool, one map per frame of the clip
             if masks.shape[1] != batch["pixel_values_videos"].shape[1]:
                 raise ValueError(
-                    f"fixation targets place the target in the {masks.shape[1]} frames of clips "
-                    f"{[sample.get('video_id', '?') for sample in samples]}, but the processor samples "
-                    f"{batch['pixel_values_videos'].shape[1]}: generate clips with the processor's num_frames"
+                    f"fixation targets place the target in the {masks.shape[1]} frames of clips {ids}, but the "
+                    f"processor samples {batch['pixel_values_videos'].shape[1]}: generate clips with its num_frames"
                 )
             batch["fixation_targets"] = masks
         return batch

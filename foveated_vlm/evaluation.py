@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data_collator import VideoTextCollator, ground_truth, target_patches
-from .modeling_foveated import fixation_entropy
+from .modeling_foveated import fixation_entropy, target_share
 from .targets import PixelTargetEncoder, SDVAETargetEncoder
 from .trainer_foveated import ratio_metrics
 
@@ -164,11 +164,11 @@ def evaluate_model(
         grid = out.fixations_fine.shape[-1]
         masks = [target_patches(sample, grid) for sample in chunk]
         if all(mask is not None for mask in masks):
-            masks = torch.stack(masks)[:, :, None].to(out.fixations_fine.dtype)  # [B, T, 1, gh, gw]
+            masks = torch.stack(masks)  # [B, T, gh, gw]
             for name in ("fine", "coarse"):
-                on_target = (getattr(out, f"fixations_{name}") * masks).flatten(-2).sum(-1)  # [B, T, K]
+                on_target = target_share(getattr(out, f"fixations_{name}"), masks)  # [B, T, K]
                 add(f"target_fixation_{name}", on_target.amax(-1).mean(1))
-            add("target_fixation_uniform", masks.flatten(2).mean(-1).flatten(1).mean(1))
+            add("target_fixation_uniform", masks.float().flatten(2).mean(-1).mean(1))
         if generate_captions:
             generated.extend(_generate(model, processor, chunk, max_new_tokens))
             references.extend(sample["answer"] for sample in chunk)

@@ -104,6 +104,11 @@ class FoveatedVLMOutput(ModelOutput):
     past_key_values: object | None = None
 
 
+def target_share(fixations: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The share of each fixation map `[B, T, K, gh, gw]` on the target patches `[B, T, gh, gw]` -> `[B, T, K]`."""
+    return (fixations.float() * targets[:, :, None].float()).flatten(-2).sum(-1)
+
+
 def fixation_entropy(fixations: torch.Tensor) -> torch.Tensor:
     """Entropy in nats of fixation maps `[..., gh, gw]` (each sums to 1) -> `[...]`; ln(gh*gw) is uniform."""
     p = fixations.flatten(-2).float()
@@ -412,8 +417,7 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         fixations: `[B, T, K, gh, gw]` (each map sums to 1); fixation_targets: `[B, T, gh, gw]`, nonzero on the
         patches to look at. 0 when every map lies wholly on its targets; ln(gh*gw / target patches) when uniform.
         """
-        on_target = (fixations.float() * fixation_targets[:, :, None].float()).flatten(-2).sum(-1)  # [B, T, K]
-        return -on_target.clamp_min(1e-6).log().mean()
+        return -target_share(fixations, fixation_targets).clamp_min(1e-6).log().mean()
 
     def _check_targets(self, target_latents, labels, input_ids, pixel_values_videos, fixation_targets=None):
         config = self.config
