@@ -9,24 +9,36 @@ checkpoint that `from_pretrained` loads (model with its code, and the processor)
 held-out fine/coarse losses, their ratios and the fixation entropies, `log_history.json` (every logged step),
 `figures/` (where the static and the planned queries looked, frame by frame, PNG and GIF; the loss curves) and a
 filled model card `README.md`, which `--push_to_hub` uploads with the rest.
+
+Bad data never ends a run: samples a source cannot read and samples that fail while batching are skipped and
+counted by reason; the counts (summed over DataLoader workers and ranks) are in the training logs (`data/...`,
+TensorBoard) and in `metrics.json` (`data`). Only a training stream that gives no sample at all fails, with
+`NoSamplesError` and the counts, before anything is saved. Without held-out data (a real corpus without
+`--eval_data_files`/`--eval_shards`) the run says so, `metrics.json` holds the training-time figures only
+(`training`: the last logging window) and the figures show training clips.
 """
 
+import itertools
 import json
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from accelerate.utils import gather_object
 from datasets.distributed import split_dataset_by_node
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
+from datasets_scripts.faults import NoSamplesError, SampleFailures
 from datasets_scripts.pipeline import DATASETS, GENERATED, build_dataset
 from datasets_scripts.precompute import PrecomputedTargets, PrecomputedTargetsCollator, video_id_of
 from foveated_vlm import VideoTextCollator, build_target_encoder
+from foveated_vlm.data_collator import SkippingCollator
 from foveated_vlm.evaluation import evaluate_model
 from foveated_vlm.finetuning import add_lora, freeze, merge_lora
 from foveated_vlm.presets import PRESETS, build_model_and_processor, preset_flags
 from foveated_vlm.reporting import fixation_figures, loss_curves, write_model_card
+from foveated_vlm.sample_counts import SampleCounts
 from foveated_vlm.trainer_foveated import FoveatedTrainer
 
 
@@ -206,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     if model_args.reconstruction_loss_weight > 0:
         target_encoder = build_target_encoder(data_args.target, target_size=model.config.target_size)
 
-    def stream(seed, shard: bool = False, held_out: bool = False):
+    def stream(seed, shard: bool = False, held_out: bool = False, failures: SampleFailures | None = None):
         files = (data_args.eval_data_files, data_args.eval_video_root, data_args.eval_shards)
         dataset = build_dataset(
             data_args.dataset,
@@ -220,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
             data_files=files[0] if held_out else data_args.data_files,
             video_root=(files[1] or data_args.video_root) if held_out else data_args.video_root,
             shards=files[2] if held_out else data_args.shards,
+            failures=failures,
         )
         if shard and training_args.world_size > 1:  # each rank reads its own part of the stream
             dataset = split_dataset_by_node(
@@ -231,7 +244,10 @@ def main(argv: list[str] | None = None) -> dict:
     has_held_out = data_args.dataset in GENERATED or bool(data_args.eval_data_files or data_args.eval_shards)
     evaluate_videos = data_args.eval_videos if has_held_out else 0
     held_out_seed = training_args.seed + data_args.data_seed_offset
-    train_stream = stream(training_args.seed, shard=True)
+    # Counts the training stream's skips in this process (DataLoader workers count their own copies): those after
+    # its last sample reach no batch, and `training_data_counts` adds them.
+    train_failures = SampleFailures(f"training stream ({data_args.dataset})")
+    train_stream = stream(training_args.seed, shard=True, failures=train_failures)
     fixation_grid = model.config.frame_size // model.config.patch_size if model_args.fixation_loss_weight else None
     train_collator = VideoTextCollator(
         processor, target_encoder, train_captions=data_args.train_captions, fixation_grid=fixation_grid
@@ -250,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         args=training_args,
         train_dataset=train_stream,
         eval_dataset=stream(held_out_seed, held_out=True).take(evaluate_videos) if evaluate_videos else None,
-        data_collator=train_collator,
+        data_collator=SkippingCollator(train_collator, report_counts=True),  # bad samples skipped and counted
         processing_class=processor,
         backbone_learning_rate=model_args.backbone_learning_rate,
         fixation_loss_steps=model_args.fixation_loss_steps,
@@ -259,11 +275,18 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     train_seconds = time.perf_counter() - start
+    data_counts = training_data_counts(trainer, train_failures)
+    if data_counts.succeeded == 0 and trainer.state.global_step < trainer.state.max_steps:  # it stopped for want
+        message = f"{train_failures.source} gave no sample to train on, so nothing was saved: {data_counts.summary()}"
+        if training_args.dataloader_num_workers:
+            message += " (each DataLoader worker logged the skips it met after its last sample)"
+        raise NoSamplesError(message)
 
     merge_lora(model)  # export plain weights
     trainer.save_model(training_args.output_dir)  # model, its code and the processor (every rank takes part)
     if not trainer.is_world_process_zero():
         return {}
+    print(f"training data: {data_counts.summary()}", file=sys.stderr, flush=True)
     # The same metrics as `foveated-vlm evaluate`, on the held-out stream.
     metrics = {"held_out_videos": 0}
     if evaluate_videos:
@@ -277,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
             progress=not training_args.disable_tqdm,
         )
     metrics.update(train_seconds=train_seconds, steps=trainer.state.global_step, preset=model_args.preset)
+    metrics.update(training=last_training_window(trainer.state.log_history), data=data_counts.report())
     with open(os.path.join(training_args.output_dir, "metrics.json"), "w") as handle:
         json.dump(metrics, handle, indent=2)
     with open(os.path.join(training_args.output_dir, "log_history.json"), "w") as handle:
@@ -285,13 +309,45 @@ def main(argv: list[str] | None = None) -> dict:
     with open(os.path.join(training_args.output_dir, "train_args.json"), "w") as handle:
         json.dump(run_args, handle, indent=2)
     output = training_args.output_dir
+    if not has_held_out:
+        print(
+            "no held-out data was given (--eval_data_files / --eval_shards): metrics.json holds the training-time "
+            "figures only ('training', the last logging window) and the figures show training clips",
+            flush=True,
+        )
     shown = stream(held_out_seed, held_out=True) if has_held_out else stream(training_args.seed)
-    figures = fixation_figures(model, processor, shown, output, target_encoder=target_encoder)
+    shown = list(itertools.islice(shown, 4))
+    figures = []
+    if shown:
+        figures = fixation_figures(model, processor, shown, output, target_encoder=target_encoder)
+    else:
+        print("no clip to draw the fixation figures from: the stream gave none; figures skipped", flush=True)
     curves = loss_curves(trainer.state.log_history, os.path.join(output, "figures", "loss_curves.png"))
     run_args["training"] = training_args.to_dict()
     write_model_card(output, metrics, run_args, figures=[path for path in [curves] if path] + figures)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
+
+
+def training_data_counts(trainer: FoveatedTrainer, failures: SampleFailures) -> SampleCounts:
+    """The samples trained on and the skips, summed over DataLoader workers and ranks (every rank must call it).
+
+    Batches carry the skips met before each of their samples; the skips a stream met after its last sample
+    reach no batch. Those of this process are still in its `failures` and are added here; a DataLoader
+    worker's are in the summary it logs when its stream ends."""
+    counts = trainer.sample_counts()
+    for tail in gather_object([failures.take_unstamped()]):  # one per rank
+        counts.add({"skipped": tail})
+    return counts
+
+
+def last_training_window(log_history: list[dict]) -> dict:
+    """The last training log's losses, ratios and entropies (averages over its logging window)."""
+    logged = [entry for entry in log_history if "loss" in entry]
+    bookkeeping = ("epoch", "step", "grad_norm", "learning_rate")
+    if not logged:
+        return {}
+    return {key: value for key, value in logged[-1].items() if key not in bookkeeping and not key.startswith("data/")}
 
 
 def startup_summary(model, model_args, data_args, training_args) -> str:

@@ -5,18 +5,23 @@ Every source (`webvid`, `llava_video`, `folder`) wraps the work of turning one r
 ("http_404", "timeout", "decode", "missing_file", "bad_annotation", ...). `check` raises once `give_up_after`
 records in a row have failed with no success at all, so a dead URL list or a wrong folder is a clear error
 instead of a silent, endless loop.
+
+The counts are meant to be seen: a summary (succeeded, success rate, skipped by reason) is logged at WARNING every
+`log_every` failures and when a stream ends having skipped something (`report_end`). And since a stream runs in a
+DataLoader worker whose counts die with it, each yielded sample carries the skips since the sample before
+(`stamp`), which `foveated_vlm.data_collator.SkippingCollator` and `FoveatedTrainer` sum over workers and ranks
+into the training logs (`foveated_vlm.sample_counts`).
 """
 
+import json
 import logging
 from collections import Counter
+
+from foveated_vlm.sample_counts import SKIPPED_FIELD, NoSamplesError, summary_line
 
 __all__ = ["NoSamplesError", "SampleFailures"]
 
 logger = logging.getLogger(__name__)
-
-
-class NoSamplesError(RuntimeError):
-    """Raised when a stream has produced nothing but failures."""
 
 
 class SampleFailures:
@@ -34,6 +39,8 @@ class SampleFailures:
         self.log_every = log_every
         self.succeeded = 0
         self.failed = Counter()
+        self._unstamped = Counter()  # failures no yielded sample carries yet
+        self._reported_failures = 0  # failures when a stream last reported its end
 
     @property
     def attempted(self) -> int:
@@ -50,6 +57,7 @@ class SampleFailures:
         except Exception as error:  # noqa: BLE001 - a bad sample must never end the run
             reason = classify(error) if classify else type(error).__name__
             self.failed[reason] += 1
+            self._unstamped[reason] += 1
             logger.debug("%s: skipped %s (%s): %s", self.source, record_id, reason, error)
             total = sum(self.failed.values())
             if total % self.log_every == 0:
@@ -59,13 +67,32 @@ class SampleFailures:
         self.succeeded += 1
         return result
 
+    def stamp(self, sample: dict) -> dict:
+        """Set `sample["skipped"]` to the failures since the previous stamp (a JSON object reason -> count, "{}"
+        when none) and return the sample: the counts travel with the data out of DataLoader workers."""
+        sample[SKIPPED_FIELD] = json.dumps(self.take_unstamped())
+        return sample
+
+    def take_unstamped(self) -> dict:
+        """The failures no sample carries yet (reason -> count), taken: after a stream's last sample, its tail."""
+        taken = dict(self._unstamped)
+        self._unstamped.clear()
+        return taken
+
+    def report_end(self, stream: str | None = None, log: logging.Logger = logger) -> None:
+        """A stream (or one shard of it) ended: log the summary to `log` (the source's logger) at WARNING if it
+        skipped anything since the last report, else at INFO. `stream` names it (default: the source)."""
+        failures = sum(self.failed.values())
+        level = logging.WARNING if failures > self._reported_failures else logging.INFO
+        self._reported_failures = failures
+        log.log(level, "%s: %s", stream or self.source, self.summary())
+
     def check(self):
         if self.succeeded == 0 and sum(self.failed.values()) >= self.give_up_after:
             raise NoSamplesError(f"{self.source}: no sample succeeded in {self.attempted} attempts ({self.summary()})")
 
     def summary(self) -> str:
-        reasons = ", ".join(f"{reason} {count}" for reason, count in self.failed.most_common())
-        return f"{self.succeeded}/{self.attempted} succeeded ({self.success_rate:.1%}); skipped: {reasons or 'none'}"
+        return summary_line(self.succeeded, self.failed)
 
     def as_dict(self) -> dict:
         return {"succeeded": self.succeeded, "failed": dict(self.failed), "success_rate": self.success_rate}

@@ -9,17 +9,20 @@ The folder holds the videos (any layout) and an annotation file, CSV or JSONL, w
 the instruction; rows without one get the dataset's `prompt` ("Describe the video."). Each row becomes the sample
 `{"frames": uint8 [T, H, W, 3], "prompt", "answer": caption, "video_id": video}` that `VideoTextCollator` reads:
 `num_frames` frames sampled uniformly and decoded (only those) inside the stream, so DataLoader workers decode in
-parallel and a missing or corrupt file is skipped and counted (`SampleFailures`: "missing_file", "decode",
-"bad_record") instead of failing a batch.
+parallel and a bad row is skipped and counted (`SampleFailures`, with the row's file:line in the debug log) instead
+of failing a batch: "missing_file", "decode", "outside_root" (a `video` that resolves outside the folder: `../x.mp4`,
+an absolute path elsewhere, a symlink pointing out; such a file is never opened) and "bad_record" (no video or
+caption, a JSONL line that is not a JSON object, a JSON caption that is not a string, a CSV row with more cells than
+its header). CSV cells are text, so a caption "1984" in a CSV is the text "1984".
 
-The annotation file is small, so it is read whole; `folder_dataset` cuts its rows into `num_shards` contiguous
-blocks, which `split_dataset_by_node` and DataLoader workers hand out whole, so ranks see disjoint clips.
+The annotation file is read lazily (`datasets_scripts.annotations`): building the stream scans it once for where its
+rows start, and raises a `ValueError` naming the file and line for a wrong file (not UTF-8, a CSV header without
+`video` and `caption`, a first JSONL line that is not a JSON object); `folder_dataset` cuts the rows into
+`num_shards` contiguous blocks, which `split_dataset_by_node` and DataLoader workers hand out whole, so ranks see
+disjoint clips, and each block's rows are read from the file when the stream reaches it.
 `load_clip` and `classify_failure` are shared with the WebVid source.
 """
 
-import csv
-import itertools
-import json
 import logging
 from pathlib import Path
 
@@ -28,6 +31,17 @@ import torch
 import torch.nn.functional as F
 from datasets import IterableDataset
 
+from datasets_scripts.annotations import (
+    BadRecordError,
+    OutsideRootError,
+    Scan,
+    contiguous_blocks,
+    read_csv,
+    read_jsonl,
+    resolve_under,
+    scan_csv,
+    scan_jsonl,
+)
 from datasets_scripts.faults import SampleFailures
 from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor, VideoDecodeError
 
@@ -51,15 +65,14 @@ ANNOTATION_NAMES = ("annotations.csv", "annotations.jsonl", "metadata.csv", "met
 REQUIRED_COLUMNS = ("video", "caption")
 
 
-class BadRecordError(ValueError):
-    """A record that names no usable video or caption."""
-
-
-def text_field(value) -> str | None:
+def text_field(value, field: str = "value", numbers: bool = True) -> str | None:
     """A text cell as a stripped string, or None when empty; CSV readers give NaN or None for empty cells and may
-    parse a caption such as "1984" as a number."""
+    parse a caption such as "1984" as a number, which `numbers` keeps as its text. Anything else (a list, a dict,
+    a bool; a number when not `numbers`, as from JSON, which has types) is a `BadRecordError` naming `field`."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
+    if not (isinstance(value, str) or (numbers and isinstance(value, (int, float)) and not isinstance(value, bool))):
+        raise BadRecordError(f"{field} must be text, got {type(value).__name__} {repr(value)[:80]}")
     text = str(value).strip()
     return text or None
 
@@ -68,6 +81,8 @@ def classify_failure(error: Exception) -> str:
     """A short reason for `SampleFailures` from an error raised while turning a record into a sample."""
     if isinstance(error, BadRecordError):
         return "bad_record"
+    if isinstance(error, OutsideRootError):
+        return "outside_root"
     if isinstance(error, FileNotFoundError):
         return "missing_file"
     if isinstance(error, VideoDecodeError):
@@ -95,34 +110,34 @@ def load_clip(video, processor: FoveatedVideoProcessor, num_frames: int, max_siz
     return _bound_size(frames, max_size).permute(0, 2, 3, 1).contiguous().numpy()  # [T, H', W', 3]
 
 
-def read_annotations(path) -> list[dict]:
-    """The rows of a CSV (with a header) or JSONL annotation file, as dicts.
-
-    A file without a `video` or `caption` column, or a JSONL line that is not a JSON object, is an error here, at
-    construction: it is a wrong file, not a bad sample. Rows with empty cells are left to the stream to count."""
+def _scan(path) -> tuple[tuple[str, ...] | None, Scan]:
+    """The CSV header (None for JSONL) and where the rows of an annotation file start; a wrong file raises here."""
     path = Path(path)
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
-            if missing:
-                raise ValueError(f"{path}: the CSV header {reader.fieldnames} lacks the column(s) {missing}")
-            return list(reader)
+        header, scan = scan_csv(path, REQUIRED_COLUMNS)
+        return tuple(header), scan  # a tuple: `datasets` would split a list in gen_kwargs across workers
     if path.suffix in (".jsonl", ".json"):
-        rows = []
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not valid JSON ({error})") from error
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
-        return rows
+        return None, scan_jsonl(path)
     raise ValueError(f"{path}: annotations must be a .csv or .jsonl file")
+
+
+def _read_block(block, header):
+    """(location "file:line", row dict or `BadRecordError`) of each row of a block of segments."""
+    for segment in block:
+        yield from read_csv(segment, header) if header is not None else read_jsonl(segment)
+
+
+def read_annotations(path) -> list[dict]:
+    """All the rows of a CSV (with a header) or JSONL annotation file, as dicts, read at once and strictly: a
+    wrong file or any bad row (a JSONL line that is not a JSON object, ...) is a `ValueError` naming its line.
+    Rows with empty cells are kept, for the stream to count."""
+    header, scan = _scan(path)
+    rows = []
+    for location, row in _read_block(contiguous_blocks([scan], 1)[0], header):
+        if isinstance(row, BadRecordError):
+            raise ValueError(f"{location}: {row}")
+        rows.append(row)
+    return rows
 
 
 def _find_annotations(root: Path) -> Path:
@@ -132,16 +147,19 @@ def _find_annotations(root: Path) -> Path:
     raise FileNotFoundError(f"no annotation file in {root}; expected one of {ANNOTATION_NAMES} or pass annotations=")
 
 
-def _row_to_sample(row: dict, root: Path, processor, num_frames: int, prompt: str, max_size: int | None) -> dict:
-    video, caption = text_field(row.get("video")), text_field(row.get("caption"))
+def _row_to_sample(row, root: Path, processor, num_frames: int, prompt: str, max_size: int | None) -> dict:
+    if isinstance(row, BadRecordError):  # what reading the row found
+        raise row
+    # CSV cells are always text; JSON has types, and a number or list where text belongs is a mistake in the row.
+    video, caption = (text_field(row.get(key), key, numbers=False) for key in ("video", "caption"))
     if video is None or caption is None:
         raise BadRecordError(f"row {row} needs a video and a caption")
-    path = root / video
+    path = resolve_under(root, video)  # before anything touches the file: one outside the folder is never opened
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist or is not a file")
     frames = load_clip(path, processor, num_frames, max_size)  # [T, H, W, 3] uint8
-    return {"frames": frames, "prompt": text_field(row.get("prompt")) or prompt, "answer": caption,
-            "video_id": video}  # fmt: skip
+    return {"frames": frames, "prompt": text_field(row.get("prompt"), "prompt", numbers=False) or prompt,
+            "answer": caption, "video_id": video}  # fmt: skip
 
 
 def folder_samples(
@@ -153,29 +171,32 @@ def folder_samples(
     max_size: int | None = 512,
     failures: SampleFailures | None = None,
 ):
-    """Yield the samples of the annotation `rows` (an iterable of dicts), skipping and counting the ones that fail.
+    """Yield the samples of the annotation `rows`, skipping and counting the ones that fail.
 
-    `failures` raises `NoSamplesError` once `give_up_after` rows have failed before any success (a wrong folder,
-    say); a summary is logged when the rows run out."""
+    `rows` are (location, row) pairs, as the readers of `datasets_scripts.annotations` yield them: the location
+    ("file:line") names the row in messages, the row is a dict of its fields or the `BadRecordError` reading it
+    gave. `failures` raises `NoSamplesError` once `give_up_after` rows have failed before any success (a wrong
+    folder, say); a summary is logged when the rows run out."""
     root = Path(root)
     failures = failures if failures is not None else SampleFailures("folder")
     processor = FoveatedVideoProcessor(num_frames=num_frames)  # decoding only: its size is not used here
     attempted_before = failures.attempted
-    for row in rows:
+    for location, row in rows:
         sample = failures.attempt(
-            str(row.get("video")),
+            location,
             lambda row=row: _row_to_sample(row, root, processor, num_frames, prompt, max_size),
             classify_failure,
         )
         if sample is not None:
-            yield sample
+            yield failures.stamp(sample)  # the skips since the sample before travel with it out of the worker
     if failures.attempted > attempted_before:  # most of the many shards of a small folder are empty: nothing to report
-        logger.info("folder %s: %s", root, failures.summary())
+        failures.report_end(f"folder {root}", logger)
 
 
-def _generate_shards(shards, root, options):
-    # `datasets` calls this once per shard; the shared `failures` carries the counts from one shard to the next.
-    yield from folder_samples(root, itertools.chain.from_iterable(shards), **options)
+def _generate_shards(shards, root, header, options):
+    # `datasets` calls this with this worker's blocks; the shared `failures` carries the counts from one to the next.
+    rows = (pair for block in shards for pair in _read_block(block, header))  # read from disk only as needed
+    yield from folder_samples(root, rows, **options)
 
 
 def folder_dataset(
@@ -192,7 +213,8 @@ def folder_dataset(
     """The clips of a local folder as a `datasets.IterableDataset` of samples.
 
     Args:
-        root: the folder; `video` paths are relative to it.
+        root: the folder; `video` paths are relative to it, and one that resolves outside it (symlinks resolved)
+            is skipped ("outside_root").
         annotations: the CSV or JSONL file (a path, relative to the working directory); by default the first of
             `ANNOTATION_NAMES` found in `root`.
         num_frames: frames sampled uniformly over each clip (T).
@@ -201,21 +223,24 @@ def folder_dataset(
         seed: shuffle the order of the shards with this seed (`datasets` reshuffles per `set_epoch`); None keeps
             the file's order.
         num_shards: contiguous blocks of rows; a multiple of world size x DataLoader workers gives each whole ones.
+            Only the blocks' places in the file travel to the generator; their rows are read when it reaches them.
         failures: the `SampleFailures` that counts skipped rows; pass your own to read the counts (in-process
             iteration; each DataLoader worker counts its own copy and logs its summary).
     """
     root = Path(root)
+    if root.is_file():
+        raise NotADirectoryError(f"folder_dataset: root {root} is a file, not the folder that holds the videos")
     if not root.is_dir():
         raise FileNotFoundError(f"video folder {root} does not exist")
-    rows = read_annotations(annotations if annotations is not None else _find_annotations(root))
+    header, scan = _scan(annotations if annotations is not None else _find_annotations(root))
     # Exactly `num_shards` blocks, some maybe empty, so a world size dividing it never falls back to striding over
     # decoded samples (which would decode everything on every rank).
-    shards = [rows[j * len(rows) // num_shards : (j + 1) * len(rows) // num_shards] for j in range(num_shards)]
+    shards = contiguous_blocks([scan], num_shards)
     options = {"num_frames": num_frames, "prompt": prompt, "max_size": max_size,
                "failures": failures if failures is not None else SampleFailures("folder")}  # fmt: skip
     # No `features`: frame sizes differ between videos, which no fixed-shape Array feature describes, and without
     # features `datasets` passes the numpy frames through untouched.
     dataset = IterableDataset.from_generator(
-        _generate_shards, gen_kwargs={"shards": shards, "root": str(root), "options": options}
+        _generate_shards, gen_kwargs={"shards": shards, "root": str(root), "header": header, "options": options}
     )
     return dataset.shuffle(seed=seed, buffer_size=1) if seed is not None else dataset

@@ -9,19 +9,31 @@ and whose videos ship in `<subset>/<subset>_videos_<N>.tar.gz` shards of about 5
      "conversations": [{"from": "human", "value": "<image>\\nQuestion"}, {"from": "gpt", "value": "Answer"}, ...]}
 
 Videos are read either from a folder the shards were extracted into (`video_root`, random access by path) or straight
-out of the `.tar.gz` shards (`shards`): each shard is read once, front to back (`tarfile` mode `"r|gz"`, which never
-seeks), and each member's bytes are decoded from memory, so memory stays at one video whatever the shard size, and a
-shard may be a local file or an `hf://` URL read over the network (`hub_files`). Members are joined to annotations by
-relative path; members nobody annotated are skipped.
+out of the `.tar.gz` shards (`shards`; `.tgz` and plain `.tar` too): each shard is read once, front to back (`tarfile`
+stream mode, which never seeks), and each member's bytes are decoded from memory, so memory stays at one video
+whatever the shard size, and a shard may be a local file or an `hf://` URL read over the network (`hub_files`).
+Members are joined to annotations by relative path; members nobody annotated are skipped without being read into
+memory (stream mode reads past their data in small blocks), and an annotated member larger than `max_member_bytes`
+(`MAX_MEMBER_BYTES`, 1 GiB, by default) is skipped the same way and counted ("too_large"). In `video_root`, a `video`
+that resolves outside the folder (`../x.mp4`, an absolute path elsewhere, a symlink pointing out) is never opened:
+it is counted ("outside_root").
+
+Annotation files are read lazily (`datasets_scripts.annotations`): building the stream scans each once, keeping only
+where each record starts, and raises a `ValueError` naming the file and the record for a wrong file (not UTF-8, not a
+JSON list, broken JSON). With `video_root` the records are cut into `num_shards` contiguous blocks that the generator
+reads from disk as it gets to them; with `shards` each worker reads the annotations into its index of videos when its
+stream starts. Either way no record passes through `gen_kwargs`, which `datasets` would hash and copy to every worker.
 
 Every human turn followed by a gpt turn becomes one sample (prompt: the human text without its `<image>`/`<video>`
 tag; answer: the gpt text). LLaVA-Video-178K's multi-turn records ask independent questions about one video, so each
 pair stands alone, and a video decoded once serves all of its pairs (and all records that name it). Samples of one
 video come out back to back: shuffle with a buffer (`dataset.shuffle(buffer_size=...)`) before training.
 
-Failures are counted by reason in a `SampleFailures` and never end the stream: "bad_annotation" (missing keys, roles
-out of order, no gpt turn, empty text), "missing_file" (a video absent from `video_root`, or absent from every shard),
-"decode" (an unreadable video) and "truncated_shard" (a shard that ends early; what was read before still counts).
+Failures are counted by reason in a `SampleFailures` (the record's "file[index]" in the debug log) and never end the
+stream: "bad_annotation" (a record that is not an object, missing keys, roles out of order, no gpt turn, empty or
+non-text values), "missing_file" (a video absent from `video_root`, or absent from every shard), "outside_root",
+"too_large", "decode" (an unreadable video) and "truncated_shard" (a shard that ends early; what was read before
+still counts).
 """
 
 import functools
@@ -37,11 +49,21 @@ from pathlib import Path
 import fsspec
 from datasets import Array4D, Features, IterableDataset, Value
 
+from datasets_scripts.annotations import (
+    BadRecordError,
+    OutsideRootError,
+    contiguous_blocks,
+    read_json_list,
+    resolve_under,
+    scan_json_list,
+)
 from datasets_scripts.faults import SampleFailures
+from foveated_vlm.sample_counts import SKIPPED_FIELD
 from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor
 
 __all__ = [
     "HUB_REPO",
+    "MAX_MEMBER_BYTES",
     "SPLITS",
     "AnnotationError",
     "hub_files",
@@ -56,6 +78,8 @@ logger = logging.getLogger(__name__)
 HUB_REPO = "lmms-lab/LLaVA-Video-178K"
 SPLITS = {"caption": "cap", "open_ended": "oe", "multi_choice": "mc"}  # split -> file name part, as the card's globs
 _MEDIA_TAG = re.compile(r"<(?:image|video)>")
+# The largest tar member read into memory to decode: a 30-60 s clip of the dataset is tens of MB; 1 GiB is a mistake.
+MAX_MEMBER_BYTES = 1 << 30
 # What a shard that ends early (cut download, partial copy) raises while tarfile/gzip read on.
 _TRUNCATED = (EOFError, tarfile.ReadError, zlib.error)
 
@@ -64,9 +88,13 @@ class AnnotationError(ValueError):
     """An annotation record that cannot become a sample."""
 
 
+class MemberTooLargeError(ValueError):
+    """A shard member over `max_member_bytes`: skipped without being read."""
+
+
 def hub_files(subset: str, splits=tuple(SPLITS), revision: str | None = None) -> tuple[list[str], list[str]]:
     """`hf://` URLs of a subset's annotation files (for `splits`) and video shards (in shard order), resolved on the
-    Hub by name. Pass them to `llava_video_dataset`: the JSON is read once, the shards are streamed."""
+    Hub by name. Pass them to `llava_video_dataset`: the JSON files are read lazily, the shards are streamed."""
     from huggingface_hub import HfFileSystem  # only this function talks to the Hub
 
     filesystem = HfFileSystem()
@@ -107,8 +135,12 @@ def parse_conversation(record) -> list[tuple[str, str]]:
 
 
 def _classify(error: Exception) -> str:
-    if isinstance(error, AnnotationError):
+    if isinstance(error, (AnnotationError, BadRecordError)):
         return "bad_annotation"
+    if isinstance(error, OutsideRootError):
+        return "outside_root"
+    if isinstance(error, MemberTooLargeError):
+        return "too_large"
     if isinstance(error, FileNotFoundError):
         return "missing_file"
     if isinstance(error, _TRUNCATED):
@@ -125,15 +157,6 @@ def _raise(error: Exception):
     return work
 
 
-def _load_records(annotation_files) -> list:
-    """Every record of every annotation file (a JSON list, as on the Hub), in order."""
-    records = []
-    for file in annotation_files:
-        with fsspec.open(str(file), "rt", encoding="utf-8") as handle:
-            records += json.load(handle)
-    return records
-
-
 def _video_key(path) -> str | None:
     """A record's `video` or a tar member's name as a normalised relative POSIX path (None if not a path)."""
     if not isinstance(path, str) or not path.strip():
@@ -141,15 +164,16 @@ def _video_key(path) -> str | None:
     return posixpath.normpath(path.strip()).lstrip("/")
 
 
-def _samples(record, frames, failures: SampleFailures, video_id: str | None):
-    """The samples of one record, with `frames()` decoding its video; a failure is counted under its reason."""
-    record_id = str(record.get("id")) if isinstance(record, dict) else "?"
+def _samples(location: str, record, frames, failures: SampleFailures, video_id: str | None):
+    """The samples of one record (found at `location`, "file[index]"), with `frames()` decoding its video; a failure
+    is counted under its reason."""
+    record_id = f"{location} (id {record.get('id')!r})" if isinstance(record, dict) else location
     converted = failures.attempt(record_id, lambda: (parse_conversation(record), frames()), _classify)
     if converted is None:
         return
     pairs, decoded = converted
-    for prompt, answer in pairs:
-        yield {"frames": decoded, "prompt": prompt, "answer": answer, "video_id": video_id}
+    for prompt, answer in pairs:  # the skips since the sample before travel with it out of the worker
+        yield failures.stamp({"frames": decoded, "prompt": prompt, "answer": answer, "video_id": video_id})
 
 
 def _decoder(video_processor: FoveatedVideoProcessor, num_frames: int):
@@ -161,53 +185,75 @@ def _decoder(video_processor: FoveatedVideoProcessor, num_frames: int):
 
 
 def _iter_folder(records, video_root, decode, failures):
-    for record in records:
+    for location, record in records:
         key = _video_key(record.get("video")) if isinstance(record, dict) else None
 
-        def frames(key=key):  # called only once the record parsed, so `key` is a path
-            path = Path(video_root, key)
+        def frames(record=record):  # called only once the record parsed, so its `video` is a path
+            # Resolved before anything touches the file, so a path that leaves the folder is never opened.
+            path = resolve_under(video_root, record["video"].strip())
             if not path.is_file():
                 raise FileNotFoundError(f"no video at {path}")
             return decode(str(path))
 
-        yield from _samples(record, frames, failures, key)
+        yield from _samples(location, record, frames, failures, key)
 
 
 def _shard_members(shard):
-    """(name, bytes) of each file in a `.tar.gz` shard, read front to back: no seek, no extraction to disk."""
-    with fsspec.open(str(shard), "rb") as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
+    """(name, size, read) of each file in a tar shard (gzip-compressed or not), front to back: no seek, no
+    extraction to disk. `read()` gives the member's bytes; a member whose `read` is not called before the next is
+    skipped over in small blocks, never held in memory."""
+    with fsspec.open(str(shard), "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
         for member in tar:
             # Stream mode keeps every TarInfo it has read; drop them so memory stays bounded over a 5 GB shard.
             tar.members.clear()
             if member.isfile():
-                yield member.name, tar.extractfile(member).read()
+                yield member.name, member.size, lambda member=member: tar.extractfile(member).read()
 
 
-def _iter_shards(shards, index, unindexed, first_shard, total_shards, decode, failures):
+def _index(annotations):
+    """(location, JSON text) of the records of the annotation segments by normalised video path, and the locations
+    of those that name no video. The text, parsed again on a hit, takes a fraction of the memory of the records."""
+    index, unindexed = defaultdict(list), []
+    for segment in annotations:
+        for location, record, text in read_json_list(segment):
+            key = _video_key(record.get("video")) if isinstance(record, dict) else None
+            if key:
+                index[key].append((location, text))
+            else:
+                unindexed.append(location)
+    return index, unindexed
+
+
+def _iter_shards(shards, annotations, first_shard, total_shards, max_member_bytes, decode, failures):
+    index, unindexed = _index(annotations)  # built here, in the worker: records never travel in gen_kwargs
     if first_shard in shards:  # records that name no video cannot be joined; exactly one worker counts them
-        for record in unindexed:
-            record_id = str(record.get("id")) if isinstance(record, dict) else "?"
-            failures.attempt(record_id, _raise(AnnotationError("the record names no video")), _classify)
+        for location in unindexed:
+            failures.attempt(location, _raise(AnnotationError("the record names no video")), _classify)
     seen = set()
     for shard in shards:
         try:
-            for name, data in _shard_members(shard):
+            for name, size, read in _shard_members(shard):
                 # A shard may pack the annotated paths under a folder of its own: try shorter and shorter suffixes.
                 parts = _video_key(name).split("/")
                 suffixes = ("/".join(parts[i:]) for i in range(len(parts)))
                 key = next((suffix for suffix in suffixes if suffix in index), None)
                 if key is None or key in seen:
-                    continue
+                    continue  # not read: stream mode skips its data
                 seen.add(key)
-                frames = functools.cache(functools.partial(decode, data))  # decoded once for all its records
-                for record in index[key]:
-                    yield from _samples(record, frames, failures, key)
+                if size > max_member_bytes:
+                    too_large = MemberTooLargeError(f"{name} in {shard}: {size} bytes > {max_member_bytes=}")
+                    for location, _ in index[key]:
+                        failures.attempt(location, _raise(too_large), _classify)
+                    continue
+                frames = functools.cache(functools.partial(decode, read()))  # decoded once for all its records
+                for location, text in index[key]:
+                    yield from _samples(location, json.loads(text), frames, failures, key)
         except _TRUNCATED as error:
             failures.attempt(str(shard), _raise(error), _classify)
     if len(shards) == total_shards:  # only a worker that read every shard knows which videos no shard holds
         for key in sorted(index.keys() - seen):
-            for record in index[key]:
-                failures.attempt(str(record.get("id")), _raise(FileNotFoundError(f"{key} is in no shard")), _classify)
+            for location, _ in index[key]:
+                failures.attempt(location, _raise(FileNotFoundError(f"{key} is in no shard")), _classify)
     else:
         logger.info("llava_video: %d annotated videos are not in this worker's shards", len(index.keys() - seen))
 
@@ -220,52 +266,61 @@ def iter_llava_video(
     shards=None,
     video_processor: FoveatedVideoProcessor | None = None,
     failures: SampleFailures | None = None,
+    num_shards: int = 64,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
 ):
     """Yield the samples of `annotation_files` (local paths or fsspec URLs), with videos from `video_root` or
-    streamed from the `.tar.gz` `shards` (exactly one of the two), counting skips in `failures`.
+    streamed from the tar `shards` (exactly one of the two), counting skips in `failures`.
 
     Samples are `{"frames": uint8 [T, H, W, 3], "prompt", "answer", "video_id"}`, `video_id` being the video's
     relative path (so targets precomputed per video serve every question about it)."""
-    yield from _generate(**_plan(annotation_files, num_frames, video_root, shards, video_processor), failures=failures)
+    plan = _plan(annotation_files, num_frames, video_root, shards, video_processor, num_shards, max_member_bytes)
+    yield from _generate(**plan, failures=failures)
 
 
-def _plan(annotation_files, num_frames, video_root, shards, video_processor) -> dict:
-    """The generator's keyword arguments; its one list (records or shards) is what `datasets` splits over workers."""
+def _plan(annotation_files, num_frames, video_root, shards, video_processor, num_shards, max_member_bytes) -> dict:
+    """The generator's keyword arguments; its one list (blocks of records, or shards) is what `datasets` splits over
+    workers. Scans the annotation files, so a wrong one is an error here, before any sample."""
     if (video_root is None) == (shards is None):
         raise ValueError("pass exactly one of video_root (an extracted folder) and shards (the .tar.gz files)")
-    records = _load_records([annotation_files] if isinstance(annotation_files, (str, Path)) else annotation_files)
-    if not records:
+    files = [annotation_files] if isinstance(annotation_files, (str, Path)) else list(annotation_files)
+    scans = [scan_json_list(file) for file in files]
+    if not any(len(scan.offsets) for scan in scans):
         raise ValueError(f"no annotation records in {annotation_files}")
     kwargs = {"video_processor": video_processor or FoveatedVideoProcessor(), "num_frames": num_frames}
     if video_root is not None:
-        return kwargs | {"records": records, "video_root": str(video_root)}
+        if Path(video_root).is_file():
+            raise NotADirectoryError(f"video_root {video_root} is a file, not a folder; a tar shard goes in shards=")
+        if not Path(video_root).is_dir():
+            raise FileNotFoundError(f"video_root {video_root} does not exist")
+        return kwargs | {"blocks": contiguous_blocks(scans, num_shards), "video_root": str(video_root)}
     shards = [str(shard) for shard in ([shards] if isinstance(shards, (str, Path)) else shards)]
     if not shards:
         raise ValueError("shards is empty; pass at least one .tar.gz file")
-    index, unindexed = defaultdict(list), []
-    for record in records:
-        key = _video_key(record.get("video")) if isinstance(record, dict) else None
-        (index[key] if key else unindexed).append(record)
-    # Only `shards` may be a list: `datasets` splits every list in gen_kwargs, so the rest travel as tuples/dicts.
-    return kwargs | {"shards": shards, "index": dict(index), "unindexed": tuple(unindexed), "first_shard": shards[0],
-                     "total_shards": len(shards)}  # fmt: skip
+    if not max_member_bytes > 0:
+        raise ValueError(f"max_member_bytes must be a positive number of bytes, got {max_member_bytes!r}")
+    # Only `shards` may be a list: `datasets` splits every list in gen_kwargs, so the rest travel as tuples.
+    return kwargs | {"shards": shards, "annotations": contiguous_blocks(scans, 1)[0], "first_shard": shards[0],
+                     "total_shards": len(shards), "max_member_bytes": max_member_bytes}  # fmt: skip
 
 
-def _generate(video_processor, num_frames, failures=None, records=None, video_root=None, **shard_kwargs):
+def _generate(video_processor, num_frames, failures=None, blocks=None, video_root=None, **shard_kwargs):
     failures = failures if failures is not None else SampleFailures("llava_video")
     decode = _decoder(video_processor, num_frames)
-    if records is not None:
+    if blocks is not None:  # this worker's blocks of records, read from disk as the stream reaches them
+        segments = (segment for block in blocks for segment in block)
+        records = ((location, record) for segment in segments for location, record, _ in read_json_list(segment))
         yield from _iter_folder(records, video_root, decode, failures)
     else:
         yield from _iter_shards(**shard_kwargs, decode=decode, failures=failures)
-    logger.info("llava_video: %s", failures.summary())
+    failures.report_end("llava_video", logger)
 
 
 def llava_video_features() -> Features:
     """Frames keep each video's own resolution (the processor resizes), so only T and the channels are fixed."""
-    text = Value("string")
+    text = Value("string")  # SKIPPED_FIELD too: the skips before the sample, as JSON (`SampleFailures.stamp`)
     return Features({"frames": Array4D((None, None, None, 3), "uint8"), "prompt": text, "answer": text,
-                     "video_id": text})  # fmt: skip
+                     "video_id": text, SKIPPED_FIELD: text})  # fmt: skip
 
 
 def llava_video_dataset(
@@ -276,16 +331,21 @@ def llava_video_dataset(
     shards=None,
     video_processor: FoveatedVideoProcessor | None = None,
     failures: SampleFailures | None = None,
+    num_shards: int = 64,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
 ) -> IterableDataset:
     """`iter_llava_video` as a `datasets.IterableDataset`.
 
     With `shards`, the shard files are what `split_dataset_by_node` and DataLoader workers divide, so each rank reads
     whole, different shards: give at least as many shards as ranks x workers. With `video_root`, the records are
-    divided instead. Either way the ranks' samples are disjoint. `failures` is shared only within one process (each
-    DataLoader worker counts its own copy, and each logs its summary when its stream ends).
+    divided instead, in `num_shards` contiguous blocks (a multiple of ranks x workers gives each whole ones). Either
+    way the ranks' samples are disjoint. A shard member over `max_member_bytes` is skipped unread ("too_large").
+    `failures` is shared only within one process (each DataLoader worker counts its own copy, and each logs its
+    summary when its stream ends).
 
         annotations, shards = hub_files("0_30_s_academic_v0_1", splits=["caption"])
         dataset = llava_video_dataset(annotations, shards=shards, num_frames=8)
     """
-    kwargs = _plan(annotation_files, num_frames, video_root, shards, video_processor) | {"failures": failures}
+    kwargs = _plan(annotation_files, num_frames, video_root, shards, video_processor, num_shards, max_member_bytes)
+    kwargs |= {"failures": failures}
     return IterableDataset.from_generator(_generate, features=llava_video_features(), gen_kwargs=kwargs)

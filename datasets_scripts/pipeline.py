@@ -5,7 +5,9 @@ Every source yields samples: dicts with `frames` (decoded `[T, H, W, 3]` uint8, 
 of samples into model batches.
 """
 
+import logging
 from dataclasses import replace
+from pathlib import Path
 
 from datasets import concatenate_datasets, interleave_datasets
 
@@ -14,7 +16,12 @@ from datasets_scripts.llava_video import llava_video_dataset
 from datasets_scripts.synthetic import SyntheticVideoConfig, synthetic_dataset
 from datasets_scripts.webvid import webvid_dataset
 
-__all__ = ["CLUTTER_SCENE", "DATASETS", "GENERATED", "build_dataset", "clutter_scene"]
+__all__ = ["CLUTTER_SCENE", "DATASETS", "GENERATED", "SHARD_SUFFIXES", "build_dataset", "clutter_scene"]
+
+logger = logging.getLogger(__name__)
+
+# A `--video_root` file with one of these endings is a LLaVA-Video shard (the tar reader detects the compression).
+SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 # The foveation experiment's scenes: `clutter` (several objects, each its own colour, over a noisy background; the
 # prompt names one) and its control `global_change` (the same kind of scene, still, while the whole frame brightens,
@@ -69,22 +76,35 @@ def _global_change(split_seed, frame_size, num_frames, task, **_):
     return synthetic_dataset(config, seed=split_seed)
 
 
-def _webvid(split_seed, frame_size, num_frames, task, data_files=None, **_):
+def _webvid(split_seed, frame_size, num_frames, task, data_files=None, failures=None, **_):
     # None streams the Hub metadata (TempoFunk/webvid-10M); local CSV/parquet files otherwise.
-    return webvid_dataset(data_files, num_frames=num_frames, seed=split_seed)
+    return webvid_dataset(data_files, num_frames=num_frames, seed=split_seed, failures=failures)
 
 
-def _folder(split_seed, frame_size, num_frames, task, video_root=None, data_files=None, **_):
+def _folder(split_seed, frame_size, num_frames, task, video_root=None, data_files=None, failures=None, **_):
     if not video_root:
         raise ValueError("--dataset folder needs --video_root (the folder) and optionally --data_files (CSV/JSONL)")
+    if Path(video_root).is_file():
+        raise ValueError(f"--dataset folder: --video_root {video_root} is a file; it must be the folder that holds "
+                         "the videos (a LLaVA-Video .tar.gz shard is read with --dataset llava_video)")  # fmt: skip
     annotations = data_files[0] if data_files else None
-    return folder_dataset(video_root, annotations, num_frames=num_frames, seed=split_seed)
+    return folder_dataset(video_root, annotations, num_frames=num_frames, seed=split_seed, failures=failures)
 
 
-def _llava_video(split_seed, frame_size, num_frames, task, data_files=None, video_root=None, shards=None, **_):
+def _llava_video(
+    split_seed, frame_size, num_frames, task, data_files=None, video_root=None, shards=None, failures=None, **_
+):
     if not data_files:
         raise ValueError("--dataset llava_video needs --data_files (annotation JSON) and --video_root or --shards")
-    return llava_video_dataset(data_files, num_frames=num_frames, video_root=video_root, shards=shards)
+    if video_root and Path(video_root).is_file() and str(video_root).endswith(SHARD_SUFFIXES):
+        # A shard given as the video folder would otherwise find no video in it: read it as the shard it is.
+        if shards:
+            raise ValueError(f"--video_root {video_root} is a shard and --shards is given too; put it in --shards")
+        logger.info("--video_root %s is a tar shard: reading it as --shards %s", video_root, video_root)
+        video_root, shards = None, [video_root]
+    return llava_video_dataset(
+        data_files, num_frames=num_frames, video_root=video_root, shards=shards, failures=failures
+    )
 
 
 # name -> builder(seed, frame_size, num_frames, task, data_files=..., video_root=..., shards=...) -> IterableDataset
@@ -115,9 +135,11 @@ def build_dataset(
     data_files: list[str] | None = None,
     video_root: str | None = None,
     shards: list[str] | None = None,
+    failures=None,
 ):
     """An `IterableDataset` of samples. For `synthetic`, different `seed`s give disjoint (held-out) streams; for
-    the real corpora `seed` only shuffles shard order, and held-out data means other files."""
+    the real corpora `seed` only shuffles shard order, and held-out data means other files. `failures`: the
+    `SampleFailures` that counts a real corpus's skips (in-process iteration; DataLoader workers count copies)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
     return DATASETS[name](
@@ -131,4 +153,5 @@ def build_dataset(
         data_files=data_files,
         video_root=video_root,
         shards=shards,
+        failures=failures,
     )

@@ -14,11 +14,19 @@ Layout of the output directory:
 
     index.json                   settings, and per completed shard its file and video ids; written last, atomically
     shard-00000.safetensors      {video_id: latents [T, C, h, w]} in the storage dtype, shard_size videos per file
+    .precompute-files            the names of every file precompute created here, each listed before it is made
+    .precompute.lock             the lock of the run writing the folder (an empty file, left in place)
 
 Resumable and idempotent: a shard becomes visible only by an atomic rename once fully written and synced, and counts
 as done only once `index.json` (also replaced atomically) lists it. A run that crashes loses at most the shard it was
-filling; the next run removes leftovers, skips every video already listed, and appends new shards. A source that ran
-out marks the index complete, after which a re-run touches nothing. One writer per directory.
+filling; the next run removes its leftovers, skips every video already listed, and appends new shards. A source that
+ran out marks the index complete, after which a re-run touches nothing.
+
+The folder may hold other files: precompute only ever removes files listed in `.precompute-files`, so an unrelated
+`notes.tmp` or `README.md` is left as it is. A file it did not write but could overwrite or mistake for its own (an
+unlisted `shard-00007.safetensors`, say, copied from elsewhere or left by a version without the list) makes it refuse
+to start, naming the file, and so does an `index.json` of another format. One writer per folder: a run takes the lock
+without waiting, so a second run on the same folder stops at once with a message naming the folder and the lock.
 
 Size: an 8-frame video of 4x32x32 SD-VAE latents is 8 * 4 * 32 * 32 * 2 bytes = 64 KiB in bfloat16, plus its entry
 in the shard header (measured: about 65,700 bytes a video, the header holding its id), so 10k videos take about 627 MiB;
@@ -30,9 +38,11 @@ import functools
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
@@ -43,6 +53,9 @@ from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor
 
 __all__ = [
     "INDEX",
+    "LOCK",
+    "MANIFEST",
+    "OutputFolderError",
     "PrecomputedTargets",
     "PrecomputedTargetsCollator",
     "main",
@@ -54,6 +67,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 INDEX = "index.json"
+LOCK = ".precompute.lock"  # held by the run writing the folder (`filelock`); the empty file stays
+MANIFEST = ".precompute-files"  # the names of the files precompute created in the folder, one a line
+# Names precompute writes and may remove again: shards, and the temporary files of shards and of the index.
+_OWN_NAME = re.compile(r"shard-\d{5,}\.safetensors|\.shard-\d{5,}\.safetensors\.tmp|\.index\.json\.tmp")
 FORMAT = "foveated-vlm-targets/1"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # The video processor settings that decide which pixels a target is computed from.
@@ -80,33 +97,103 @@ def target_settings(target_encoder, video_processor, dtype: torch.dtype) -> dict
     return encoder | frames | {"dtype": str(dtype).removeprefix("torch.")}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a hidden temporary file, sync, rename it over `path`: readers see the old file or the whole new one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
+class OutputFolderError(RuntimeError):
+    """The output directory cannot be written: another run holds it, or it holds files precompute did not write."""
+
+
+class _OutputFolder:
+    """The output directory, held by one run at a time, in which precompute only ever removes what it wrote itself.
+
+    On entry it takes `LOCK` (`filelock`, without waiting), so a second run on the folder fails at once; the kernel
+    drops the lock when the process ends, however it ends. `MANIFEST` lists every name precompute has created here,
+    each appended and synced before its file is made, so anything a crash leaves behind is listed: `clean` removes
+    the listed files the index does not hold, and refuses to start if a file precompute could write is there but
+    unlisted (it would be overwritten or mistaken for a shard). Files of other names are never touched.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._lock = FileLock(directory / LOCK, timeout=0)
+        self._recorded: set[str] = set()
+        self._manifest_ends_a_line = True
+
+    def __enter__(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()
+        except Timeout as error:
+            raise OutputFolderError(
+                f"{self.directory} is in use by another precompute run, which holds the lock {self.directory / LOCK};"
+                " wait for it to finish, or choose another --out"
+            ) from error
+        manifest = self.directory / MANIFEST
+        text = manifest.read_bytes().decode(errors="replace") if manifest.exists() else ""
+        # The last piece is "" or a line a crash cut off, whose file was never made. Only precompute's own names
+        # count, so a stray entry ("../x", "notes.txt") can never point the cleaning elsewhere.
+        self._recorded = {line for line in text.split("\n")[:-1] if _OWN_NAME.fullmatch(line)}
+        self._manifest_ends_a_line = text.endswith("\n") or not text
+        return self
+
+    def __exit__(self, *exc_info):
+        self._lock.release()
+
+    def read_index(self) -> dict | None:
+        path = self.directory / INDEX
+        if not path.exists():
+            return None
+        try:
+            index = json.loads(path.read_bytes())
+        except ValueError as error:  # not JSON, or not UTF-8
+            problem = str(error)
+        else:
+            if isinstance(index, dict) and index.get("format") == FORMAT:
+                return index
+            problem = f"no format {FORMAT!r}"
+        raise OutputFolderError(f"{path} is not an index precompute wrote ({problem}); choose another --out")
+
+    def clean(self, index: dict) -> None:
+        """Refuse foreign files that precompute could overwrite; remove what a crashed run of precompute left."""
+        listed = {shard["file"] for shard in index["shards"]}
+        present = {path.name for path in self.directory.iterdir()}
+        foreign = sorted(name for name in present if _OWN_NAME.fullmatch(name) and name not in listed | self._recorded)
+        if foreign:
+            raise OutputFolderError(
+                f"{self.directory} holds files that precompute did not write but could overwrite: {foreign};"
+                " move them elsewhere, or choose another --out"
+            )
+        for name in sorted(self._recorded & present - listed):
+            (self.directory / name).unlink()
+
+    def write(self, name: str, data: bytes) -> None:
+        """Write a hidden temporary file, sync, rename it over `name`: readers see the old file or the whole new one."""
+        path, temporary = self.directory / name, self.directory / f".{name}.tmp"
+        self._record(*(own for own in (name, temporary.name) if _OWN_NAME.fullmatch(own)))
+        handle = open(temporary, "xb")  # exclusive: a file that precompute did not make is never truncated
+        try:
+            with handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def _record(self, *names: str) -> None:
+        new = [name for name in names if name not in self._recorded]
+        if not new:
+            return
+        with open(self.directory / MANIFEST, "ab") as handle:
+            lines = "".join(f"{name}\n" for name in new)
+            handle.write(("" if self._manifest_ends_a_line else "\n").encode() + lines.encode())
             handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+            os.fsync(handle.fileno())  # listed on disk before the file exists
+        self._recorded.update(new)
+        self._manifest_ends_a_line = True
 
 
 def _load_index(directory: Path) -> dict | None:
     path = directory / INDEX
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _clean(directory: Path, index: dict) -> None:
-    """Remove what a crashed run left: temporary files, and shards written but never listed in the index."""
-    listed = {shard["file"] for shard in index["shards"]}
-    for path in directory.iterdir():
-        name = path.name
-        temporary = name.startswith(".") and name.endswith(".tmp")
-        unlisted = name.startswith("shard-") and name.endswith(".safetensors") and name not in listed
-        if temporary or unlisted:
-            path.unlink()
 
 
 def precompute_targets(
@@ -132,79 +219,80 @@ def precompute_targets(
         max_videos: stop once the directory holds this many videos (required for unbounded sources).
         dtype: storage dtype; device: where the encoder runs (its parameters are moved there).
     Returns a report: videos written now and in all, shards, bytes per video, skips by reason.
+    Raises `OutputFolderError` if another run holds `out_dir`, or it holds files precompute could overwrite but did
+    not write; `ValueError` if it holds targets made with other settings.
     """
     video_processor = getattr(video_processor, "video_processor", video_processor)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     settings = target_settings(target_encoder, video_processor, dtype)
-    index = _load_index(out_dir) or {"format": FORMAT, "settings": settings, "shards": [], "complete": False}
-    if index["settings"] != settings:
-        changed = {k: (index["settings"].get(k), v) for k, v in settings.items() if index["settings"].get(k) != v}
-        raise ValueError(f"{out_dir} holds targets made with other settings (stored, requested): {changed}")
-    _clean(out_dir, index)
-    done = {video_id for shard in index["shards"] for video_id in shard["video_ids"]}
-    failures = SampleFailures("precompute")
-    written = 0
-    pending: dict[str, torch.Tensor] = {}  # the shard being filled: video_id -> latents [T, C, h, w]
-    batch: dict[str, torch.Tensor] = {}  # video_id -> target frames [T, 3, S, S] in [-1, 1], not yet encoded
+    with _OutputFolder(Path(out_dir)) as folder:
+        index = folder.read_index() or {"format": FORMAT, "settings": settings, "shards": [], "complete": False}
+        if index["settings"] != settings:
+            changed = {k: (index["settings"].get(k), v) for k, v in settings.items() if index["settings"].get(k) != v}
+            raise ValueError(f"{out_dir} holds targets made with other settings (stored, requested): {changed}")
+        folder.clean(index)
+        done = {video_id for shard in index["shards"] for video_id in shard["video_ids"]}
+        failures = SampleFailures("precompute")
+        written = 0
+        pending: dict[str, torch.Tensor] = {}  # the shard being filled: video_id -> latents [T, C, h, w]
+        batch: dict[str, torch.Tensor] = {}  # video_id -> target frames [T, 3, S, S] in [-1, 1], not yet encoded
 
-    def report():
-        total_bytes = sum(shard["bytes"] for shard in index["shards"])
-        return {"written": written, "videos": len(done), "shards": len(index["shards"]),
-                "bytes_per_video": total_bytes / max(len(done), 1), "skipped": dict(failures.failed)}  # fmt: skip
+        def report():
+            total_bytes = sum(shard["bytes"] for shard in index["shards"])
+            return {"written": written, "videos": len(done), "shards": len(index["shards"]),
+                    "bytes_per_video": total_bytes / max(len(done), 1), "skipped": dict(failures.failed)}  # fmt: skip
 
-    def reached_max():
-        return max_videos is not None and len(done) + len(pending) + len(batch) >= max_videos
+        def reached_max():
+            return max_videos is not None and len(done) + len(pending) + len(batch) >= max_videos
 
-    def target_frames(sample):  # what the collator's processor call gives the target encoder for this sample
-        return video_processor(sample["frames"], return_target_frames=True)["target_frames"][0]  # [T, 3, S, S]
+        def target_frames(sample):  # what the collator's processor call gives the target encoder for this sample
+            return video_processor(sample["frames"], return_target_frames=True)["target_frames"][0]  # [T, 3, S, S]
 
-    def encode_batch():
-        frames = torch.stack(list(batch.values()))  # [B, T, 3, S, S]
-        latents = target_encoder.encode(frames if device is None else frames.to(device))  # [B, T, C, h, w]
-        pending.update(zip(batch, latents.to("cpu", dtype).contiguous(), strict=True))
-        batch.clear()
+        def encode_batch():
+            frames = torch.stack(list(batch.values()))  # [B, T, 3, S, S]
+            latents = target_encoder.encode(frames if device is None else frames.to(device))  # [B, T, C, h, w]
+            pending.update(zip(batch, latents.to("cpu", dtype).contiguous(), strict=True))
+            batch.clear()
 
-    def write_shard():
-        nonlocal written
-        name = f"shard-{len(index['shards']):05d}.safetensors"
-        data = safetensors_bytes(pending, metadata={"format": "pt", "settings": json.dumps(settings)})
-        _write_atomic(out_dir / name, data)
-        index["shards"].append({"file": name, "video_ids": list(pending), "bytes": len(data)})
-        index["target_shape"] = list(next(iter(pending.values())).shape)  # [T, C, h, w]
-        _write_atomic(out_dir / INDEX, json.dumps(index, indent=1).encode())  # the shard counts as done from here
-        done.update(pending)
-        written += len(pending)
-        pending.clear()
+        def write_shard():
+            nonlocal written
+            name = f"shard-{len(index['shards']):05d}.safetensors"
+            data = safetensors_bytes(pending, metadata={"format": "pt", "settings": json.dumps(settings)})
+            folder.write(name, data)
+            index["shards"].append({"file": name, "video_ids": list(pending), "bytes": len(data)})
+            index["target_shape"] = list(next(iter(pending.values())).shape)  # [T, C, h, w]
+            folder.write(INDEX, json.dumps(index, indent=1).encode())  # the shard counts as done from here
+            done.update(pending)
+            written += len(pending)
+            pending.clear()
 
-    if index["complete"] or reached_max():
-        return report()  # nothing to add: the run is a no-op
-    if device is not None:
-        target_encoder.to(device)
-    exhausted = True
-    for sample in samples:
-        video_id = video_id_of(sample)
-        if video_id in done or video_id in pending or video_id in batch:
-            continue
-        frames = failures.attempt(video_id, functools.partial(target_frames, sample), lambda error: "decode")
-        if frames is not None:
-            batch[video_id] = frames
-        if len(batch) == batch_size or len(pending) + len(batch) == shard_size or reached_max():
+        if index["complete"] or reached_max():
+            return report()  # nothing to add: the run is a no-op
+        if device is not None:
+            target_encoder.to(device)
+        exhausted = True
+        for sample in samples:
+            video_id = video_id_of(sample)
+            if video_id in done or video_id in pending or video_id in batch:
+                continue
+            frames = failures.attempt(video_id, functools.partial(target_frames, sample), lambda error: "decode")
+            if frames is not None:
+                batch[video_id] = frames
+            if len(batch) == batch_size or len(pending) + len(batch) == shard_size or reached_max():
+                encode_batch()
+            if len(pending) == shard_size:
+                write_shard()
+            if reached_max():
+                exhausted = False
+                break
+        if batch:
             encode_batch()
-        if len(pending) == shard_size:
+        if pending:
             write_shard()
-        if reached_max():
-            exhausted = False
-            break
-    if batch:
-        encode_batch()
-    if pending:
-        write_shard()
-    if exhausted:  # the source ran out: later runs have nothing to add
-        index["complete"] = True
-        _write_atomic(out_dir / INDEX, json.dumps(index, indent=1).encode())
-    logger.info("precompute: %s", failures.summary())
-    return report()
+        if exhausted:  # the source ran out: later runs have nothing to add
+            index["complete"] = True
+            folder.write(INDEX, json.dumps(index, indent=1).encode())
+        logger.info("precompute: %s", failures.summary())
+        return report()
 
 
 class PrecomputedTargets:
@@ -317,10 +405,13 @@ def main(argv: list[str] | None = None) -> dict:
     video_processor = FoveatedVideoProcessor(
         size=args.frame_size, num_frames=args.num_frames, resize_mode=args.resize_mode
     )
-    report = precompute_targets(
-        _source(args), args.out, encoder, video_processor, shard_size=args.shard_size, batch_size=args.batch_size,
-        max_videos=args.max_videos, dtype=DTYPES[args.dtype], device=args.device,
-    )  # fmt: skip
+    try:
+        report = precompute_targets(
+            _source(args), args.out, encoder, video_processor, shard_size=args.shard_size,
+            batch_size=args.batch_size, max_videos=args.max_videos, dtype=DTYPES[args.dtype], device=args.device,
+        )  # fmt: skip
+    except OutputFolderError as error:  # the user's folder, not a bug: the message says what to do
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     print(json.dumps(report, indent=2))
     return report
 

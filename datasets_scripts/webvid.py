@@ -8,12 +8,15 @@ builtin `csv`/`parquet` builders), and parquet rows may carry the clip itself as
 (a pre-fetched mirror), in which case no URL is fetched.
 
 Each row becomes `{"frames": uint8 [T, H, W, 3], "prompt": "Describe the video.", "answer": name, "video_id":
-videoid}`, the sample `VideoTextCollator` reads. A URL is fetched with a timeout, a size bound and bounded retries
-with exponential backoff, retrying only what may pass on a second try (timeouts, 5xx/408/429, resets, cut-off
-bodies; never a 404), and decoded from memory, only the `num_frames` sampled frames. Many WebVid URLs are gone, so
-failures are the normal case: each is skipped and counted by reason in a `SampleFailures` ("http_404",
-"http_500", "timeout", "truncated", "too_large", "connection", "decode", "bad_record"), which logs summaries as
-it goes and raises `NoSamplesError` once `give_up_after` rows (100 by default) have failed before any success.
+videoid}`, the sample `VideoTextCollator` reads. A URL is fetched by `foveated_vlm.download.download`: http(s)
+only (a `file://`, `ftp://` or `data:` URL, or a redirect to one, is refused), each attempt within `timeout` seconds
+in all however slowly the server sends, at most `max_bytes`, with bounded retries and exponential backoff of only
+what may pass on a second try (timeouts, 5xx/408/429, resets, cut-off bodies; never a 404), and decoded from memory,
+only the `num_frames` sampled frames. Many WebVid URLs are gone, so failures are the normal case: each is skipped
+and counted by reason in a `SampleFailures` ("http_404", "http_500", "timeout", "truncated", "too_large",
+"connection", "not_http", "unsupported_scheme", "decode", "bad_record"; see `foveated_vlm.download`), which logs
+summaries as it goes and raises `NoSamplesError` once `give_up_after` rows (100 by default) have failed before
+any success.
 Within a stream `concurrency` rows are fetched ahead by threads (downloads wait on the network, not the CPU), and
 samples come out in row order.
 
@@ -23,14 +26,10 @@ DataLoader workers hand out whole shards and ranks fetch disjoint rows whenever 
 `num_shards`.
 """
 
-import http.client
 import itertools
 import logging
 import os
 import re
-import time
-import urllib.error
-import urllib.request
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,6 +37,7 @@ from datasets import IterableDataset, load_dataset
 
 from datasets_scripts.faults import SampleFailures
 from datasets_scripts.folder import CAPTION_PROMPT, BadRecordError, classify_failure, load_clip, text_field
+from foveated_vlm.download import DownloadError, check_download_bounds, download
 from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor
 
 __all__ = [
@@ -54,67 +54,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 WEBVID_REPO = "TempoFunk/webvid-10M"
-# Statuses worth a second try: the server or a proxy was busy or slow, not the resource wrong.
-TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_CHUNK = 1 << 16
 _DURATION = re.compile(r"^P(?:(\d+)D)?T?(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?$")
 
-
-class FetchError(OSError):
-    """A download that failed, with a short `reason` ("http_404", "timeout", ...) and whether a retry may help."""
-
-    def __init__(self, url: str, reason: str, detail: str, transient: bool):
-        self.url, self.reason, self.transient = url, reason, transient
-        super().__init__(f"cannot fetch {url}: {reason} ({detail})")
-
-
-def _fetch_once(url: str, timeout: float, max_bytes: int) -> bytes:
-    """One GET. `timeout` bounds each socket wait and, checked between reads, the whole body: one attempt takes at
-    most about twice `timeout`, even from a server that trickles bytes."""
-    deadline = time.monotonic() + timeout
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            expected = int(length) if length and length.isdigit() else None
-            if expected is not None and expected > max_bytes:
-                raise FetchError(url, "too_large", f"Content-Length {expected} > max_bytes={max_bytes}", False)
-            chunks, size = [], 0
-            while chunk := response.read1(_CHUNK):  # read1: return what arrived, so the deadline is checked
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > max_bytes:
-                    raise FetchError(url, "too_large", f"more than max_bytes={max_bytes}", False)
-                if time.monotonic() > deadline:
-                    raise FetchError(url, "timeout", f"body incomplete after {timeout} s", True)
-    except FetchError:
-        raise
-    except urllib.error.HTTPError as error:
-        raise FetchError(url, f"http_{error.code}", str(error.reason), error.code in TRANSIENT_STATUS) from error
-    except TimeoutError as error:  # while waiting for the status line or the body
-        raise FetchError(url, "timeout", f"no answer within {timeout} s", True) from error
-    except urllib.error.URLError as error:  # connecting: refused, unreachable, or timed out
-        reason = "timeout" if isinstance(error.reason, TimeoutError) else "connection"
-        raise FetchError(url, reason, str(error.reason), True) from error
-    except (http.client.HTTPException, ConnectionError) as error:  # reset, malformed or cut-off response
-        reason = "truncated" if isinstance(error, http.client.IncompleteRead) else "connection"
-        raise FetchError(url, reason, repr(error), True) from error
-    if expected is not None and size < expected:  # the server closed the connection early
-        raise FetchError(url, "truncated", f"{size} of {expected} bytes", True)
-    return b"".join(chunks)
+FetchError = DownloadError  # the name this module gave its download errors before `foveated_vlm.download` held them
 
 
 def fetch_video(url: str, *, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5, max_bytes: int = 64 << 20):
-    """GET `url` -> bytes; transient failures are retried up to `retries` times after `backoff * 2**i` seconds.
+    """GET the http(s) `url` -> bytes, each attempt within `timeout` seconds in all and `max_bytes`; transient
+    failures are retried up to `retries` times after `backoff * 2**i` seconds.
 
-    Raises `FetchError` with the last attempt's reason."""
-    for attempt in itertools.count():
-        try:
-            return _fetch_once(url, timeout, max_bytes)
-        except FetchError as error:
-            if not error.transient or attempt >= retries:
-                raise
-            logger.debug("retrying %s after %s", url, error.reason)
-            time.sleep(backoff * 2**attempt)
+    Raises `FetchError` (`foveated_vlm.download.DownloadError`) with the last attempt's reason."""
+    return download(url, timeout=timeout, max_bytes=max_bytes, retries=retries, backoff=backoff)
 
 
 def classify_webvid_failure(error: Exception) -> str:
@@ -178,8 +128,8 @@ def _load(row: dict, options: dict, processor) -> dict:
     video = video.get("bytes") if isinstance(video, dict) else video  # a `Video`/struct cell: {"bytes", "path"}
     if not isinstance(video, (bytes, bytearray)) or not video:
         url = text_field(row.get("contentUrl"))
-        if url is None or not url.startswith(("http://", "https://")):
-            raise BadRecordError(f"no video bytes and no http(s) contentUrl: {url!r}")
+        if url is None:
+            raise BadRecordError("no video bytes and no contentUrl")
         video = fetch_video(url, timeout=options["timeout"], retries=options["retries"],
                             backoff=options["backoff"], max_bytes=options["max_bytes"])  # fmt: skip
     frames = load_clip(video, processor, options["num_frames"], options["max_size"])  # [T, H, W, 3] uint8
@@ -222,6 +172,7 @@ def webvid_samples(
     Rows whose `duration` is known to exceed `max_duration` seconds are dropped before any fetch (not failures);
     rows whose duration cannot be read are kept. `failures` raises `NoSamplesError` once `give_up_after` rows have
     failed before any success; a summary is logged when the rows run out."""
+    check_download_bounds(timeout=timeout, max_bytes=max_bytes, retries=retries, backoff=backoff)  # not per row
     failures = failures if failures is not None else SampleFailures("webvid")
     options = {"num_frames": num_frames, "prompt": prompt, "timeout": timeout, "retries": retries, "backoff": backoff,
                "max_bytes": max_bytes, "max_size": max_size, "video_column": video_column}  # fmt: skip
@@ -232,9 +183,9 @@ def webvid_samples(
     for row, future in _ahead(lambda row: _load(row, options, processor), rows, concurrency):
         sample = failures.attempt(str(row.get("videoid")), future.result, classify_webvid_failure)
         if sample is not None:
-            yield sample
+            yield failures.stamp(sample)  # the skips since the sample before travel with it out of the worker
     if failures.attempted > attempted_before:  # the many shards of small metadata may be empty: nothing to report
-        logger.info("webvid: %s", failures.summary())
+        failures.report_end("webvid", logger)
 
 
 def _plan_shards(num_files: int, num_shards: int) -> list[tuple]:
@@ -296,6 +247,7 @@ def webvid_dataset(
         failures: the `SampleFailures` that counts skipped rows; pass your own to read the counts (in-process
             iteration; each DataLoader worker counts its own copy and logs its summary).
     """
+    check_download_bounds(timeout=timeout, max_bytes=max_bytes, retries=retries, backoff=backoff)
     source = {"data_files": data_files, "split": split}
     num_files = webvid_records(**source).num_shards
     options = {"num_frames": num_frames, "prompt": prompt, "max_duration": max_duration, "timeout": timeout,

@@ -8,18 +8,28 @@
 coarse (static) queries looked on every frame and the predicted next frame beside the real one (models trained
 on pixel targets; with `--vae`, models trained on SD-VAE latents), then prints the caption the fine stream
 gives. VIDEO is a file path; `/dev/videoN` reads a camera through PyAV (v4l2).
+
+Exit status: 0 on success; 2 with argparse's usage message for bad arguments (checked before any work: `--model`
+must be a checkpoint directory holding `config.json` or a Hub model id, counts and rates must be > 0, `--out`
+an animation file in an existing folder); 1 with one line `foveated-vlm: error: ...` when the work fails (an
+unreadable video, a checkpoint whose weights do not match the model, a full disk).
 """
 
 import argparse
+import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .checkpoints import load_strictly
 from .data_collator import chat_prompt
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
+
+ANIMATION_SUFFIXES = (".gif", ".png", ".apng", ".webp")  # what PIL writes as a timed, looping animation
 
 
 def _load(model_dir: str):
@@ -27,10 +37,67 @@ def _load(model_dir: str):
 
     import foveated_vlm  # noqa: F401 - registers the classes, so no remote code is needed
 
-    model = AutoModel.from_pretrained(model_dir).eval()
-    processor = AutoProcessor.from_pretrained(model_dir)
+    try:
+        model = load_strictly(AutoModel, model_dir).eval()  # a missing weight is an error, not a random one
+        processor = AutoProcessor.from_pretrained(model_dir)
+    except OSError as error:  # unreadable files, or a Hub id that is not there (or no network)
+        raise OSError(f"--model {model_dir!r}: {error}") from error
     processor.check_model_config(model.config)
     return model, processor
+
+
+def _positive(kind: type):
+    """An argparse type: a finite `kind` (int or float) above 0."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {'an integer' if kind is int else 'a number'} > 0")
+        return value
+
+    return parse
+
+
+def _checkpoint(text: str) -> str:
+    """An argparse type: a directory `save_pretrained` wrote (it holds config.json), or a Hub model id."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise argparse.ArgumentTypeError(
+                f"{text!r} holds no config.json: not a saved checkpoint (expected the --output_dir of train.py or a "
+                "save_pretrained directory)"
+            )
+        return str(path)
+    if path.exists():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; expected a checkpoint directory")
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        raise argparse.ArgumentTypeError(f"{text!r}: no such directory; expected a checkpoint directory") from None
+    return text  # "owner/name" on the Hub; loading it says whether it is there
+
+
+def _output_file(suffixes: tuple[str, ...] | None = None):
+    """An argparse type: a file to write, in a folder that exists, ending in one of `suffixes` (any if None)."""
+
+    def parse(text: str) -> str:
+        path = Path(text)
+        if suffixes and path.suffix.lower() not in suffixes:
+            got = f"ends in {path.suffix!r}" if path.suffix else "has no extension"
+            raise argparse.ArgumentTypeError(f"{text!r} {got}; expected one of {', '.join(suffixes)}")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a directory; expected a file name")
+        if not path.resolve().parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r}: its folder {str(path.parent)!r} does not exist")
+        return text
+
+    return parse
 
 
 def caption(args) -> str:
@@ -180,28 +247,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="foveated-vlm", description="Foveated video VLM: caption and stream videos.")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    checkpoint = {"required": True, "type": _checkpoint, "help": "a checkpoint directory (model and processor)"}
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", required=True, help="a checkpoint directory (model and processor)")
+    common.add_argument("--model", **checkpoint)
     common.add_argument("video", help="a video file (stream also takes /dev/videoN)")
     common.add_argument("--prompt", default="Describe the video.")
-    common.add_argument("--max_new_tokens", type=int, default=30)
+    common.add_argument("--max_new_tokens", type=_positive(int), default=30)
 
     caption_parser = commands.add_parser("caption", parents=[common], help="print a caption for a video")
-    caption_parser.add_argument("--num_frames", type=int, default=None, help="default: the processor's")
+    caption_parser.add_argument("--num_frames", type=_positive(int), default=None, help="default: the processor's")
     caption_parser.set_defaults(run=caption)
 
     stream_parser = commands.add_parser("stream", parents=[common], help="run a video frame by frame")
-    stream_parser.add_argument("--out", required=True, help="the GIF to write")
-    stream_parser.add_argument("--sample_fps", type=float, default=2.0, help="frames read per second of video")
-    stream_parser.add_argument("--max_frames", type=int, default=32)
-    stream_parser.add_argument("--gif_fps", type=float, default=4.0)
+    stream_parser.add_argument(
+        "--out", required=True, type=_output_file(ANIMATION_SUFFIXES), help="the GIF (or APNG, WebP) to write"
+    )
+    stream_parser.add_argument(
+        "--sample_fps", type=_positive(float), default=2.0, help="frames read per second of video"
+    )
+    stream_parser.add_argument("--max_frames", type=_positive(int), default=32)
+    stream_parser.add_argument("--gif_fps", type=_positive(float), default=4.0)
     stream_parser.add_argument(
         "--vae", default=None, help="AutoencoderKL (name or dir) of a model trained on sd-vae targets"
     )
     stream_parser.set_defaults(run=stream)
 
     evaluate_parser = commands.add_parser("evaluate", help="held-out metrics of both passes")
-    evaluate_parser.add_argument("--model", required=True, help="a checkpoint directory (model and processor)")
+    evaluate_parser.add_argument("--model", **checkpoint)
     evaluate_parser.add_argument("--dataset", required=True, help="a dataset name (see datasets_scripts.pipeline)")
     evaluate_parser.add_argument(
         "--task", default=None, help="synthetic task: caption, clutter or global (default: the model's training task)"
@@ -210,16 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--question", default=None, help="clutter: direction, quadrant or mark (default: the model's training question)"
     )
     evaluate_parser.add_argument("--seed", type=int, default=1, help="stream seed; training used --seed (0)")
-    evaluate_parser.add_argument("--num_videos", type=int, default=64)
-    evaluate_parser.add_argument("--batch_size", type=int, default=8)
+    evaluate_parser.add_argument("--num_videos", type=_positive(int), default=64)
+    evaluate_parser.add_argument("--batch_size", type=_positive(int), default=8)
     evaluate_parser.add_argument("--vae", default="stabilityai/sd-vae-ft-mse", help="for models on sd-vae targets")
-    evaluate_parser.add_argument("--json", default=None, help="write the metrics here")
+    evaluate_parser.add_argument("--json", type=_output_file(), default=None, help="write the metrics here")
     evaluate_parser.set_defaults(run=evaluate)
     return parser
 
 
-def main(argv: list[str] | None = None):
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+def run(argv: list[str]):
+    """Parse `argv` and run its command; returns the command's result (the caption, the stream's or the
+    evaluation's numbers) and raises its errors."""
+    args = build_parser().parse_args(argv)
     start = time.perf_counter()
     result = args.run(args)
     if args.command == "stream":
@@ -227,5 +301,19 @@ def main(argv: list[str] | None = None):
     return result
 
 
+def main(argv: list[str] | None = None):
+    """With `argv` (from Python): `run(argv)`, the command's result. Without (the installed console script, which
+    calls `sys.exit(main())`): the exit status, 0 on success, 1 with one line on stderr for a failure the user
+    can act on (`OSError`, `ValueError`: an unreadable video or checkpoint, a full disk)."""
+    if argv is not None:
+        return run(argv)
+    try:
+        run(sys.argv[1:])
+    except (OSError, ValueError) as error:
+        print(f"foveated-vlm: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,13 +7,27 @@ processor (frames, tokens, caption labels) and the target encoder, and returns e
 `FoveatedVLMForConditionalGeneration.forward` takes (with `fixation_grid`, also where each clip's prompted target
 lies, for the fixation loss). Use it as the `data_collator` of a `Trainer`, with
 `remove_unused_columns=False` so the Trainer keeps the raw columns for it.
+
+Text from data is never markup: the collator strips from every prompt and answer the strings that steer the model
+(the tokenizer's special tokens, `<frame>`, `<video_start>`, `<video_end>`, chat tokens such as `<|im_end|>`, and
+the `<video>` placeholder), so a caption that mentions `<frame>` cannot change the frame-token count or end a turn.
+A `<video>` that a user writes in text given to the processor directly stays the processor's error.
+
+`SkippingCollator` wraps a collator so that a sample that makes batching fail is dropped and counted instead of
+ending the run, and (for `FoveatedTrainer`) carries the skip counts of the stream into the batch.
 """
 
 import json
+import logging
+import re
 
 import torch
 
-__all__ = ["VideoTextCollator", "chat_prompt", "ground_truth", "target_patches"]
+from .sample_counts import SAMPLE_COUNTS_KEY, SKIPPED_FIELD, NoSamplesError, SampleCounts, reason_of
+
+__all__ = ["SkippingCollator", "VideoTextCollator", "chat_prompt", "ground_truth", "target_patches"]
+
+logger = logging.getLogger(__name__)
 
 
 def chat_prompt(processor, prompt: str) -> str:
@@ -69,15 +83,30 @@ class VideoTextCollator:
         self.target_encoder = target_encoder
         self.train_captions = train_captions
         self.fixation_grid = fixation_grid
+        self._markup = None  # the pattern of strings `plain_text` strips, built on first use
+
+    def plain_text(self, text: str) -> str:
+        """`text` from data without any string that steers the model: the tokenizer's special tokens (including the
+        video tokens and chat tokens) and the `<video>` placeholder. Stripped until none is left, so that removing
+        one cannot join the pieces around it into another ("<fr<frame>ame>")."""
+        if self._markup is None:
+            tokenizer = self.processor.tokenizer
+            special = {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}
+            strings = special | set(tokenizer.all_special_tokens) | {self.processor.video_token}
+            self._markup = re.compile("|".join(map(re.escape, sorted(strings, key=len, reverse=True))))
+        while (stripped := self._markup.sub("", text)) != text:
+            text = stripped
+        return text
 
     def prompt_text(self, prompt: str) -> str:
-        return chat_prompt(self.processor, prompt)
+        """The chat-formatted turn for a prompt from data (see `plain_text` and `chat_prompt`)."""
+        return chat_prompt(self.processor, self.plain_text(prompt))
 
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.processor(
             text=[self.prompt_text(sample["prompt"]) for sample in samples],
             videos=[sample["frames"] for sample in samples],
-            answers=[sample["answer"] for sample in samples] if self.train_captions else None,
+            answers=[self.plain_text(sample["answer"]) for sample in samples] if self.train_captions else None,
             return_target_frames=self.target_encoder is not None,
         )
         batch = dict(batch)
@@ -101,3 +130,64 @@ class VideoTextCollator:
                 )
             batch["fixation_targets"] = masks
         return batch
+
+
+class SkippingCollator:
+    """Wraps a collator (`VideoTextCollator`, `PrecomputedTargetsCollator`, ...): a sample that makes batching fail
+    is dropped and counted instead of ending the run.
+
+    Only when the whole batch fails is each sample batched alone; those that fail are dropped (logged at WARNING,
+    counted as "collate_<error class>") and the others batched again. If every sample of the batch fails, the data
+    or the setup is broken rather than one sample (a tokenizer without an eos token, a setting no sample meets, or
+    a batch-size run of bad samples), and a Trainer cannot take an empty batch: it raises `NoSamplesError` with the
+    counts, chained to the first error.
+
+    Args:
+        collator: samples -> batch dict.
+        report_counts: add `sample_counts` to every batch: {"succeeded": samples batched, "skipped": reason ->
+            count}, the samples dropped here plus the skips the samples' streams stamped on them
+            (`SampleFailures.stamp`). For `FoveatedTrainer`, which pops and logs them; a plain `Trainer` would pass
+            the key on to the model's forward.
+    """
+
+    def __init__(self, collator, report_counts: bool = False):
+        self.collator = collator
+        self.report_counts = report_counts
+
+    def __call__(self, samples: list[dict]) -> dict:
+        counts = SampleCounts()  # of this batch: the samples dropped here and the skips the samples carry
+        try:
+            batch = self.collator(samples)
+        except Exception as error:  # noqa: BLE001 - a bad sample must never end the run; every one is tried alone
+            samples = self._batchable(samples, error, counts)
+            batch = self.collator(samples)
+        if self.report_counts:
+            for sample in samples:
+                counts.add_stamp(sample.get(SKIPPED_FIELD))
+            counts.succeeded = len(samples)
+            batch[SAMPLE_COUNTS_KEY] = counts.as_dict()
+        return batch
+
+    def _batchable(self, samples: list[dict], batch_error: Exception, counts: SampleCounts) -> list[dict]:
+        """The samples that batch alone; the others are counted in `counts` (with the skips they carried)."""
+        kept, first = [], None
+        for sample in samples:
+            try:
+                self.collator([sample])
+            except Exception as error:  # noqa: BLE001 - counted and named below
+                reason = reason_of(error, "collate_")
+                counts.skipped[reason] += 1
+                if self.report_counts:
+                    counts.add_stamp(sample.get(SKIPPED_FIELD))
+                first = first or error
+                logger.warning("skipped sample %s while batching (%s): %s", sample.get("video_id", "?"), reason, error)
+            else:
+                kept.append(sample)
+        if not kept:
+            raise NoSamplesError(
+                f"every sample of a batch of {len(samples)} failed while batching ({counts.summary()}); "
+                f"the first error: {type(first).__name__}: {first}"
+            ) from first
+        if first is None:  # each sample batches alone: the error comes from the samples together, not from one
+            raise batch_error
+        return kept

@@ -32,6 +32,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_foveated import FoveatedVLMConfig
 from .encoder_foveated import FoveatedEncoder, VisionKVCache
+from .input_checks import InputChecks, check_video_shape
 from .predictor_foveated import LatentPredictor
 from .streaming_foveated import FoveatedStream
 
@@ -118,11 +119,6 @@ def fixation_entropy(fixations: torch.Tensor) -> torch.Tensor:
 def _standardise(values: torch.Tensor, norm: nn.BatchNorm1d | None) -> torch.Tensor:
     """Apply a batch norm (or nothing) to `[..., C]` values, with statistics over every leading position."""
     return values if norm is None else norm(values.flatten(0, -2)).view_as(values)
-
-
-def check_video_shape(pixel_values_videos: torch.Tensor):
-    if pixel_values_videos.dim() != 5 or pixel_values_videos.shape[2] != 3:
-        raise ValueError(f"pixel_values_videos must have shape [B, T, 3, H, W]; got {tuple(pixel_values_videos.shape)}")
 
 
 class FoveatedVLMPreTrainedModel(PreTrainedModel):
@@ -419,34 +415,62 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         """
         return -target_share(fixations, fixation_targets).clamp_min(1e-6).log().mean()
 
-    def _check_targets(self, target_latents, labels, input_ids, pixel_values_videos, fixation_targets=None):
-        config = self.config
-        if fixation_targets is not None:
-            if pixel_values_videos is None:
-                raise ValueError("fixation_targets were given without pixel_values_videos")
-            check_video_shape(pixel_values_videos)
-            batch, frames, _, height, width = pixel_values_videos.shape
-            grid = (height // config.patch_size, width // config.patch_size)
-            if tuple(fixation_targets.shape) != (batch, frames, *grid):
+    def _check_inputs(
+        self, input_ids, attention_mask, labels, pixel_values_videos, target_latents, fixation_targets, past_key_values
+    ):
+        """Refuse bad input at the entry, naming the input and the value (see `input_checks`).
+
+        Values are read back once per call, and only on calls that bring new data: a cached decoding step brings one
+        token the model chose itself, and checking it would cost a device synchronisation per generated token.
+        """
+        config, vocab_size = self.config, self.config.text_config.vocab_size
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must have shape [B, L]; got {tuple(input_ids.shape)}")
+        if 0 in input_ids.shape:
+            raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected at least one row of one token")
+        cached = past_key_values.get_seq_length() if past_key_values is not None else 0
+        length, limit = cached + input_ids.shape[1], config.text_config.max_position_embeddings
+        if length > limit:
+            after_cache = f" after {cached} cached ({length})" if cached else ""
+            raise ValueError(
+                f"input_ids hold {input_ids.shape[1]} tokens{after_cache}, past the language model's "
+                f"max_position_embeddings={limit}; shorten the text or sample fewer frames"
+            )
+        checks = InputChecks(check_values=cached == 0)
+        checks.token_ids(input_ids, vocab_size)
+        if attention_mask is not None:
+            checks.attention_mask(attention_mask)
+        if labels is not None:
+            if labels.shape != input_ids.shape:
                 raise ValueError(
-                    f"fixation_targets must have shape [B, T, gh, gw] = {[batch, frames, *grid]} (the patch grid of "
-                    f"pixel_values_videos); got {list(fixation_targets.shape)}"
+                    f"labels must have the shape of input_ids {list(input_ids.shape)}; got {list(labels.shape)}"
                 )
+            checks.token_ids(labels, vocab_size, name="labels", ignore_index=-100)
+        if pixel_values_videos is None:
+            for name, value in (("target_latents", target_latents), ("fixation_targets", fixation_targets)):
+                if value is not None:
+                    raise ValueError(f"{name} were given without pixel_values_videos")
+            checks.run()
+            return
+        check_video_shape(pixel_values_videos)
+        checks.frames(pixel_values_videos, config.frame_size)
+        batch, frames = pixel_values_videos.shape[:2]
         if target_latents is not None:
-            if pixel_values_videos is None:
-                raise ValueError("target_latents were given without pixel_values_videos")
-            check_video_shape(pixel_values_videos)
-            batch, frames = pixel_values_videos.shape[:2]
             expected = (batch, frames, config.target_channels, config.target_size, config.target_size)
             if tuple(target_latents.shape) != expected:
                 raise ValueError(
                     f"target_latents must have shape [B, T, C, h, w] = {list(expected)} (target_channels="
                     f"{config.target_channels}, target_size={config.target_size}); got {list(target_latents.shape)}"
                 )
-        if labels is not None and labels.shape != input_ids.shape:
-            raise ValueError(
-                f"labels must have the shape of input_ids {list(input_ids.shape)}; got {list(labels.shape)}"
-            )
+            checks.finite(target_latents, "target_latents")
+        if fixation_targets is not None:
+            grid = config.frame_size // config.patch_size
+            if tuple(fixation_targets.shape) != (batch, frames, grid, grid):
+                raise ValueError(
+                    f"fixation_targets must have shape [B, T, gh, gw] = {[batch, frames, grid, grid]} (the patch grid "
+                    f"of pixel_values_videos); got {list(fixation_targets.shape)}"
+                )
+        checks.run()
 
     def forward(
         self,
@@ -475,7 +499,15 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             kwargs: passed to the loss (e.g. the Trainer's `num_items_in_batch`).
         """
         if input_ids is not None:
-            self._check_targets(target_latents, labels, input_ids, pixel_values_videos, fixation_targets)
+            self._check_inputs(
+                input_ids,
+                attention_mask,
+                labels,
+                pixel_values_videos,
+                target_latents,
+                fixation_targets,
+                past_key_values,
+            )
         supervise_fixations = fixation_targets is not None and self.config.fixation_loss_weight > 0
         output_attentions = output_attentions or supervise_fixations
         outputs = self.model(
@@ -538,6 +570,36 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             fixations_coarse=outputs.fixations_coarse,
             past_key_values=outputs.past_key_values,
         )
+
+    def generate(self, inputs=None, generation_config=None, **kwargs):
+        """`GenerationMixin.generate`, refusing at once a generation that could run past the language model's
+        `max_position_embeddings` (the positions it was trained on) instead of running on there silently."""
+        input_ids = kwargs.get("input_ids", inputs)
+        if isinstance(input_ids, torch.Tensor):
+            self._check_generation_length(input_ids.shape[-1], generation_config, kwargs)
+        return super().generate(inputs, generation_config=generation_config, **kwargs)
+
+    def _check_generation_length(self, length: int, generation_config, kwargs: dict):
+        """Resolve the longest output as generate will (max_new_tokens over max_length; arguments, then the given
+        generation config, then the model's; else 20 new tokens) and refuse it past the context."""
+        configs = [config for config in (generation_config, self.generation_config) if config is not None]
+
+        def setting(name):
+            if kwargs.get(name) is not None:
+                return kwargs[name]
+            return next((getattr(c, name) for c in configs if getattr(c, name, None) is not None), None)
+
+        max_new_tokens, max_length = setting("max_new_tokens"), setting("max_length")
+        if max_new_tokens is None and max_length is None:
+            max_new_tokens = 20  # transformers' default
+        total = length + max_new_tokens if max_new_tokens is not None else max_length
+        limit = self.config.text_config.max_position_embeddings
+        if total > limit:
+            asked = f"max_new_tokens={max_new_tokens}" if max_new_tokens is not None else f"max_length={max_length}"
+            raise ValueError(
+                f"generate could reach {total} tokens (input_ids hold {length}, {asked}), past the language "
+                f"model's max_position_embeddings={limit}; expected at most {max(limit - length, 0)} new tokens"
+            )
 
     def stream(self, input_ids=None, attention_mask=None, batch_size: int = 1) -> FoveatedStream:
         """Start frame-by-frame inference on B live videos, after an optional text prompt `input_ids` `[B, P]`

@@ -10,7 +10,8 @@ function, `expand_video_placeholders`, into exactly the layout the model checks,
 and a `BatchFeature` out. Captions are supervised with `answers=`: each answer (and the end-of-sequence token) is
 appended to its prompt and only those tokens get labels; everything else is -100. The chat template is
 SmolLM2-Instruct's (`<|im_start|>role\\n...<|im_end|>\\n`) where a `{"type": "video"}` content item renders as
-`<video>`:
+`<video>` (text and video are the only content items: any other, such as `{"type": "image"}`, is an error rather
+than silently left out of the prompt):
 
     prompt = processor.apply_chat_template(  # the prompt before the video: queries are planned from what precedes
         [{"role": "user", "content": [{"type": "text", "text": "Describe the video."}, {"type": "video"}]}],
@@ -19,6 +20,8 @@ SmolLM2-Instruct's (`<|im_start|>role\\n...<|im_end|>\\n`) where a `{"type": "vi
     batch = processor(text=[prompt], videos=["clip.mp4"], answers=["A red ball rolls."])   # training
     batch = processor(text=[prompt], videos=["clip.mp4"])                                  # generation
 """
+
+import reprlib
 
 from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
@@ -31,6 +34,7 @@ __all__ = ["FoveatedVLMProcessor", "expand_video_placeholders", "CHAT_TEMPLATE",
 
 VIDEO_PLACEHOLDER = "<video>"
 IGNORE_INDEX = -100  # positions the caption loss skips
+CONTENT_TYPES = ("text", "video")  # the chat content items the template renders; it would drop any other silently
 
 # SmolLM2-135M-Instruct's template (with its default system prompt), extended with list contents whose
 # `{"type": "video"}` items become the placeholder; an item followed by more content ends its line.
@@ -74,6 +78,52 @@ def expand_video_placeholders(
         frames = VIDEO_TOKENS["frame"] * (count * tokens_per_frame)
         expanded += [VIDEO_TOKENS["video_start"], frames, VIDEO_TOKENS["video_end"], piece]
     return "".join(expanded)
+
+
+def _describe(value) -> str:
+    return f"{reprlib.repr(value)} ({type(value).__name__})"
+
+
+def _as_texts(value, name: str) -> list[str]:
+    """A string or a non-empty list of strings -> a list of strings; anything else is an error naming `name`."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a string or a list of strings; got {_describe(value)}")
+    if not value:
+        raise ValueError(f"{name} is an empty list; expected at least one string")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise TypeError(f"{name}[{index}] is {_describe(item)}; expected a string")
+    return list(value)
+
+
+def check_conversations(conversation) -> None:
+    """Raise for what the chat template cannot render: it writes text and `<video>` items and would silently drop
+    any other item (an image, audio, a misspelt type), so the model would answer a prompt the user never wrote."""
+    if not isinstance(conversation, (list, tuple)) or not conversation:
+        raise ValueError(f"conversation must be a non-empty list of messages; got {_describe(conversation)}")
+    batched = isinstance(conversation[0], (list, tuple))
+    for index, messages in enumerate(conversation if batched else [conversation]):
+        where = f"conversation[{index}]" if batched else "conversation"
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise ValueError(f"{where} must be a non-empty list of messages; got {_describe(messages)}")
+        for position, message in enumerate(messages):
+            at = f"{where}[{position}]"
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise ValueError(f"{at} = {_describe(message)}; expected a message {{'role': str, 'content': ...}}")
+            content = message.get("content")
+            if content is None or isinstance(content, str):
+                continue
+            if not isinstance(content, (list, tuple)):
+                raise ValueError(f"{at}['content'] is {_describe(content)}; expected a string or a list of items")
+            for number, item in enumerate(content):
+                kind = item.get("type") if isinstance(item, dict) else None
+                if kind not in CONTENT_TYPES or (kind == "text" and not isinstance(item.get("text"), str)):
+                    raise ValueError(
+                        f"{at}['content'][{number}] = {_describe(item)} is not supported: the foveated processor "
+                        "reads {'type': 'text', 'text': str} and {'type': 'video'} items only"
+                    )
 
 
 class FoveatedVLMProcessor(ProcessorMixin):
@@ -180,7 +230,8 @@ class FoveatedVLMProcessor(ProcessorMixin):
         """Tokenise prompts, expand each `<video>`, prepare the videos and pad the batch.
 
         Args:
-            text: prompts; the i-th `<video>` across the batch (in order) stands for the i-th video.
+            text: a prompt or a non-empty list of prompts (strings). With videos, each prompt holds exactly one
+                `<video>` (the model reads one video per row): the i-th prompt's stands for the i-th video.
             videos: one video or a list (see [`FoveatedVideoProcessor`] for what a video may be).
             answers: one caption or answer per prompt, appended after it with the end-of-sequence token; `labels`
                 then hold their ids and -100 everywhere else (prompt, video tokens, padding). The prompt and the
@@ -204,7 +255,11 @@ class FoveatedVLMProcessor(ProcessorMixin):
             raise ValueError("the foveated processor always samples frames; set num_frames or fps instead")
         if text is None and videos is None:
             raise ValueError("pass text, videos or both")
+        if answers is not None and text is None:
+            raise ValueError("answers were given without text: each answer follows its prompt")
         video_list = make_video_list(videos) if videos is not None else []
+        if text is not None:  # checked before any video is decoded
+            texts, answers = self._check_text(text, answers, len(video_list))
         data = {}
         frame_counts = []  # T of each video, in order
         if video_list:
@@ -224,33 +279,50 @@ class FoveatedVLMProcessor(ProcessorMixin):
         if text is None:
             return BatchFeature(data, tensor_type=return_tensors)
 
-        texts = [text] if isinstance(text, str) else list(text)
-        placeholders = sum(sample.count(self.video_token) for sample in texts)
-        if placeholders != len(video_list):
-            raise ValueError(
-                f"the text holds {placeholders} {self.video_token} placeholders but {len(video_list)} videos were "
-                "given; write one placeholder per video"
-            )
-        expanded = []
-        for sample in texts:  # videos are consumed in order across the batch
-            count = sample.count(self.video_token)
-            expanded.append(
-                expand_video_placeholders(sample, frame_counts[:count], self.tokens_per_frame, self.video_token)
-            )
-            frame_counts = frame_counts[count:]
+        # One video per prompt, or none at all: the i-th prompt's <video> is the i-th video.
+        per_prompt = [[count] for count in frame_counts] if video_list else [[]] * len(texts)
+        expanded = [
+            expand_video_placeholders(sample, counts, self.tokens_per_frame, self.video_token)
+            for sample, counts in zip(texts, per_prompt, strict=True)
+        ]
         input_ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
         labels = None
         if answers is not None:
-            input_ids, labels = self._append_answers(
-                input_ids, [answers] if isinstance(answers, str) else list(answers)
-            )
+            input_ids, labels = self._append_answers(input_ids, answers)
         data.update(self._pad(input_ids, labels))
         return BatchFeature(data, tensor_type=return_tensors)
 
+    def _check_text(self, text, answers, num_videos: int) -> tuple[list[str], list[str] | None]:
+        """Prompts and answers as lists of strings, one answer per prompt and each prompt holding one `<video>` when
+        there are videos (the model reads one video per row); raise naming the prompt otherwise."""
+        texts = _as_texts(text, "text")
+        if answers is not None:
+            answers = _as_texts(answers, "answers")
+            if len(answers) != len(texts):
+                raise ValueError(f"got {len(answers)} answers for {len(texts)} prompts; pass one answer per prompt")
+        placeholders = [sample.count(self.video_token) for sample in texts]  # per prompt
+        if sum(placeholders) != num_videos:
+            raise ValueError(
+                f"the text holds {sum(placeholders)} {self.video_token} placeholders but {num_videos} videos were "
+                "given; write one placeholder per video"
+            )
+        if num_videos and placeholders != [1] * len(texts):
+            row = next(row for row, count in enumerate(placeholders) if count != 1)
+            raise ValueError(
+                f"text[{row}] holds {placeholders[row]} {self.video_token} placeholders; the model reads one video per "
+                f"prompt, so with videos every prompt needs exactly one (got {len(texts)} prompts for {num_videos} "
+                "videos)"
+            )
+        return texts, answers
+
+    def apply_chat_template(self, conversation, *args, **kwargs):
+        """`ProcessorMixin.apply_chat_template`, refusing content items the template cannot render (see
+        `check_conversations`): only `{"type": "text", "text": ...}` and `{"type": "video", ...}` items."""
+        check_conversations(conversation)
+        return super().apply_chat_template(conversation, *args, **kwargs)
+
     def _append_answers(self, prompt_ids: list[list[int]], answers: list[str]):
         """Prompt ids + answer ids + eos; labels supervise the answer and eos only."""
-        if len(answers) != len(prompt_ids):
-            raise ValueError(f"got {len(answers)} answers for {len(prompt_ids)} prompts; pass one answer per prompt")
         eos = self.tokenizer.eos_token_id
         if eos is None:
             raise ValueError("the tokenizer has no eos_token, which ends every answer; set tokenizer.eos_token")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from .input_checks import InputChecks
+
 __all__ = ["FoveatedStream", "StreamStep"]
 
 
@@ -41,7 +43,9 @@ class FoveatedStream:
 
     The language-model context grows by K tokens per frame in each stream; `push` raises `ValueError` before the
     context would pass the language model's `max_position_embeddings` (no sliding window: the planned queries
-    depend on the whole history, so dropping it would change what the model computes).
+    depend on the whole history, so dropping it would change what the model computes). Like the model's forward, it
+    refuses token ids outside the vocabulary and frames that are not floating point, not the config's frame size or
+    not finite (see `input_checks`), naming the input and the value.
     """
 
     def __init__(self, model, input_ids: torch.LongTensor | None = None, attention_mask=None, batch_size: int = 1):
@@ -54,6 +58,7 @@ class FoveatedStream:
             input_ids = torch.empty(batch_size, 0, dtype=torch.long, device=device)
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape [B, L]; got {tuple(input_ids.shape)}")
+        self._check_text(input_ids, "input_ids")
         video_tokens = (config.video_start_token_id, config.frame_token_id, config.video_end_token_id)
         if torch.isin(input_ids, torch.tensor(video_tokens, device=input_ids.device)).any():
             raise ValueError("the prompt of a stream is text only: the stream adds the video tokens itself")
@@ -82,6 +87,11 @@ class FoveatedStream:
             self.plan_hidden = hidden[self.batch_size :]  # [B, D]: predicts target 0 from the initial latent
 
     # ---------------------------------------------------------------------------------------------- helpers
+    def _check_text(self, input_ids: torch.Tensor, name: str):
+        checks = InputChecks()
+        checks.token_ids(input_ids, self.config.text_config.vocab_size, name)
+        checks.run()
+
     def _check_context(self, new_tokens: int):
         length = self.input_ids.shape[1] + new_tokens
         if length > self.max_length:
@@ -117,6 +127,12 @@ class FoveatedStream:
         target_shape = (self.batch_size, config.target_channels, config.target_size, config.target_size)
         if target_latent is not None and tuple(target_latent.shape) != target_shape:
             raise ValueError(f"target_latent must have shape {list(target_shape)}; got {list(target_latent.shape)}")
+        # Checked where the caller holds them (a live frame is usually still on the CPU): no device read-back then.
+        checks = InputChecks()
+        checks.frames(frame, config.frame_size, "frame")
+        if target_latent is not None:
+            checks.finite(target_latent, "target_latent")
+        checks.run()
         self._check_context(k)
         timings = {}
 
@@ -167,6 +183,8 @@ class FoveatedStream:
             raise RuntimeError("generate() was already called on this stream")
         device = self.input_ids.device
         end = torch.full((self.batch_size, 1), self.config.video_end_token_id, dtype=torch.long, device=device)
+        if input_ids is not None:
+            self._check_text(input_ids, "input_ids")
         suffix = end if input_ids is None else torch.cat([end, input_ids.to(device)], dim=1)
         self._check_context(suffix.shape[1])
         self.closed = True

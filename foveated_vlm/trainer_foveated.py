@@ -6,18 +6,34 @@ last log: `loss_fine`, `loss_coarse`, `ratio` (coarse / fine, > 1 means looking 
 of both passes (nats over the patch grid; lower is more selective), and the optional regularisers
 (`contrastive_loss`, `entropy_margin_loss`, `fixation_loss`) when they are on. Evaluation reports the same keys with the
 `eval_` prefix.
+
+Data: batches from `SkippingCollator(report_counts=True)` carry `sample_counts`, which training steps pop (the
+model never sees them) and every training log sums over ranks into running totals: `data/succeeded`,
+`data/success_rate` and `data/skipped_<reason>` (see `foveated_vlm.sample_counts`); `sample_counts()` returns them.
+
+Checkpoints: resuming loads the weights strictly (a missing or unexpected weight is a `CheckpointError` naming
+them); a checkpoint without `optimizer.pt`/`scheduler.pt` (saved with `save_only_model`, or a save cut short)
+resumes with a warning that names it, the missing files and that the optimizer and the learning-rate schedule
+start again. A failed save names the directory and the free space on its disk (`CheckpointWriteError`).
 """
 
+import logging
 import os
 from collections import defaultdict
 
 import torch
+from accelerate.utils import gather_object
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .checkpoints import load_strictly, naming_the_disk, resume_problems, saved_step
 from .finetuning import optimizer_groups
 from .modeling_foveated import fixation_entropy
+from .sample_counts import SAMPLE_COUNTS_KEY, SampleCounts
 
 __all__ = ["FoveatedTrainer", "ratio_metrics"]
+
+logger = logging.getLogger(__name__)
 
 
 def ratio_metrics(sums: dict[str, float]) -> dict[str, float]:
@@ -48,6 +64,8 @@ class FoveatedTrainer(Trainer):
         self._sums = {"train": defaultdict(int), "eval": defaultdict(int)}  # 0 + a tensor is the tensor
         # Per metric: a term can be present in only some steps of a logging window (the fixation loss stops).
         self._counts = {"train": defaultdict(int), "eval": defaultdict(int)}
+        self._new_sample_counts = SampleCounts()  # this rank's, since the last log
+        self._total_sample_counts = SampleCounts()  # every rank's, since training began
 
     def create_optimizer(self, model=None):
         """With `backbone_learning_rate`, the pretrained towers learn at that rate, the new parts at the usual one."""
@@ -72,14 +90,54 @@ class FoveatedTrainer(Trainer):
             super().create_model_card(*args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        """Restore weights with `from_pretrained`, strictly.
+        """Restore weights with `from_pretrained`, strictly, after checking the checkpoint can be resumed.
 
         transformers saves DINOv3's `model.layer.N` weights as `layer.N`, and the Trainer's own loader reads the
-        file without mapping them back, which would leave the ViT at its initial weights with only a warning.
+        file without mapping them back, which would leave the ViT at its initial weights with only a warning;
+        `from_pretrained` maps them, and `load_strictly` refuses weights missing from the file.
         """
+        missing, complete = resume_problems(resume_from_checkpoint)
+        if missing and not self.is_fsdp_enabled:  # FSDP keeps its optimizer in its own folder
+            logger.warning(
+                "resuming from %s, which lacks %s: the optimizer (its moment estimates) and the learning-rate "
+                "schedule start again from step 0, warm-up included, while training continues at step %d. For an "
+                "exact resume use a checkpoint that holds them%s.",
+                resume_from_checkpoint,
+                " and ".join(missing),
+                saved_step(resume_from_checkpoint),
+                f" ({complete} does)" if complete else " (none beside it does)",
+            )
         model = self.model if model is None else model
-        restored = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        restored = load_strictly(type(model), resume_from_checkpoint, dtype=model.dtype)
         model.load_state_dict(restored.state_dict(), strict=True)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """`Trainer._save` (model, processor: what `save_model` writes before any push to the Hub); a failed write
+        names the directory and the free space on its disk."""
+        with naming_the_disk(output_dir or self.args.output_dir, "the model"):
+            super()._save(output_dir, state_dict)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """`Trainer._save_checkpoint` (model, optimizer, scheduler, state); a failed write names the directory."""
+        run = self._get_output_dir(trial=trial)
+        with naming_the_disk(os.path.join(run, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")):
+            super()._save_checkpoint(model, trial)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self._new_sample_counts.add(inputs.pop(SAMPLE_COUNTS_KEY, None))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # Held-out batches are not training data: their counts are left out of the totals.
+        inputs = {name: value for name, value in inputs.items() if name != SAMPLE_COUNTS_KEY}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
+    def sample_counts(self) -> SampleCounts:
+        """The samples trained on and skipped so far, summed over ranks. Every rank must call it (it gathers)."""
+        for counts in gather_object([self._new_sample_counts.as_dict()]):  # one dict per rank
+            self._total_sample_counts.add(counts)
+        self._new_sample_counts = SampleCounts()
+        return SampleCounts().add(self._total_sample_counts.as_dict())  # a copy: the caller may add to it
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         released = self.fixation_loss_steps and self.state.global_step >= self.fixation_loss_steps
@@ -120,6 +178,9 @@ class FoveatedTrainer(Trainer):
             logs.update({f"eval_{key}": value for key, value in self._drain("eval").items()})
         elif "loss" in logs:
             logs.update(self._drain("train"))
+            counts = self.sample_counts()  # every rank logs at the same steps, so every rank gathers
+            if counts:
+                logs.update(counts.log_metrics())
         super().log(logs, start_time)
 
 

@@ -12,13 +12,20 @@ never the whole clip (`benchmarks/decode_sampling.py`: 8 frames of a 30 s clip c
 libx264's 250-frame keyframe interval, 3.8x less with a 2 s one). A fresh reader is opened per video, so no reader
 is shared across DataLoader worker processes (dmlc/decord#194). Anything that cannot be read raises
 `VideoDecodeError`, which names the source and the reason; no frame is ever made up.
+
+The work per video is bounded whatever the input: at most `max_frames` frames (`DEFAULT_MAX_FRAMES` unless set, with
+either sampling mode), and the processor decodes a large video straight to at most twice the output size on its
+shorter side (decord's reader resizes as it decodes) and downscales large arrays and images before any float copy
+(a 4000x4000 8-frame clip at 256 px peaks at +0.5 GB, +3.5 GB when it was decoded at full size). A bad setting or
+argument (`fps=0`, `num_frames=2.5`, `size=0`, a zero in `image_std`) is a `ValueError` naming it and its value,
+raised before any video is read.
 """
 
 import io
+import math
+import numbers
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypedDict
@@ -31,9 +38,12 @@ from PIL import Image
 from transformers.image_processing_utils import BatchFeature
 from transformers.video_processing_utils import VideoProcessorMixin
 
+from .download import DownloadError, download, looks_like_url
+
 __all__ = [
     "FoveatedVideoProcessor",
     "VideoDecodeError",
+    "DEFAULT_MAX_FRAMES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "make_video_list",
@@ -44,6 +54,16 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("crop", "squash")
+# The most frames one video may give when `max_frames` is not set: `fps` sampling of a long clip or a large
+# `num_frames` would otherwise allocate without bound (fps=1e6 asked for 25.7 GiB for a 3 s, 64x48 clip).
+DEFAULT_MAX_FRAMES = 128
+# decord returns wrongly sized frames for some output widths up to 72 px (a 48 px wide frame fails), so a reader is
+# never asked to resize below this; a smaller bound is reached by downscaling after decoding.
+DECORD_MIN_SIDE = 128
+# decord writes in-memory input it cannot open into its error log, up to the first zero byte: a megabyte of text
+# would land in stderr. Every container's header holds a zero byte early (MP4 at byte 0, Matroska within ~50);
+# text holds none.
+TEXT_PROBE_BYTES = 1024
 
 
 class VideoDecodeError(ValueError):
@@ -72,7 +92,8 @@ class FoveatedVideoProcessorKwargs(TypedDict, total=False):
 def make_video_list(videos) -> list:
     """One video or a batch of videos -> a flat list with one entry per video.
 
-    One video is a path (`str`/`Path`), an http(s) URL, raw `bytes`, a 4-D array or tensor, or a list of PIL images;
+    One video is a path (`str`/`Path`), an http(s) URL, raw `bytes`, a 4-D array or tensor, or a list of PIL images
+    (any list holding a PIL image is one, so a stray `None` among the images is named as such, not read as a batch);
     a 5-D array or tensor is a batch. Lists of per-sample lists (what `apply_chat_template(tokenize=True)` passes)
     are flattened in order.
     """
@@ -95,7 +116,7 @@ def _is_single_video(video) -> bool:
     if isinstance(video, (str, os.PathLike, bytes, bytearray)):
         return True
     if isinstance(video, (list, tuple)):
-        return len(video) > 0 and all(isinstance(frame, Image.Image) for frame in video)
+        return any(isinstance(frame, Image.Image) for frame in video)
     return False
 
 
@@ -106,32 +127,78 @@ def sample_frame_indices(
     video_fps: float | None = None,
     max_frames: int | None = None,
 ) -> np.ndarray:
-    """Indices `[T]` of the frames to read.
+    """Indices `[T]` of the frames to read, never more than `max_frames` (None: `DEFAULT_MAX_FRAMES`).
 
     With `num_frames`: `num_frames` indices uniform over the clip, `round(linspace(0, n - 1, num_frames))`; a clip
-    shorter than that repeats frames, so every video gives exactly `num_frames` (the model needs one T per batch).
+    shorter than that repeats frames, so every video gives exactly `num_frames` (the model needs one T per batch),
+    and a `num_frames` above `max_frames` is an error rather than a silently shorter clip.
     With `fps`: one frame every `video_fps / fps` frames over the whole clip; when that exceeds `max_frames`,
     `max_frames` uniform ones instead, so a long clip is covered end to end rather than cut off.
     """
+    num_frames, fps, max_frames = check_sampling(num_frames, fps, max_frames)
     if total_frames < 1:
         raise ValueError(f"cannot sample from a video with {total_frames} frames")
     if fps is not None:
-        if not video_fps or video_fps <= 0:
-            raise ValueError(f"sampling at fps={fps} needs the video's frame rate; got video_fps={video_fps}")
-        count = max(1, int(total_frames * fps / video_fps + 1e-6))  # frames at `fps` within the clip's duration
-        if max_frames is None or count <= max_frames:
+        if not _is_rate(video_fps):
+            raise ValueError(f"sampling at fps={fps} needs the video's frame rate; got video_fps={video_fps!r}")
+        # Frames at `fps` within the clip's duration, clamped before int() so that no rate can overflow it.
+        count = max(1, int(min(total_frames * fps / video_fps + 1e-6, max_frames + 1)))
+        if count <= max_frames:
             return np.minimum(np.round(np.arange(count) * video_fps / fps), total_frames - 1).astype(np.int64)
         num_frames = max_frames
-    if num_frames is None or num_frames < 1:
-        raise ValueError(f"num_frames={num_frames!r} is invalid; expected a positive integer (or pass fps)")
     return np.round(np.linspace(0, total_frames - 1, num_frames)).astype(np.int64)
+
+
+def check_sampling(num_frames, fps, max_frames) -> tuple[int | None, float | None, int]:
+    """`(num_frames, fps, max_frames)` checked and as Python numbers; exactly one of `num_frames` and `fps` is set,
+    and `max_frames` None is `DEFAULT_MAX_FRAMES`."""
+    max_frames = DEFAULT_MAX_FRAMES if max_frames is None else positive_int("max_frames", max_frames)
+    if num_frames is not None and fps is not None:
+        raise ValueError("num_frames and fps are mutually exclusive; pass one of them")
+    if fps is not None:
+        if not _is_rate(fps):
+            raise ValueError(f"fps={fps!r} is invalid; expected a finite number of frames per second above 0")
+        return None, float(fps), max_frames
+    if num_frames is None:
+        raise ValueError("num_frames=None is invalid; expected a positive integer (or pass fps)")
+    num_frames = positive_int("num_frames", num_frames)
+    if num_frames > max_frames:
+        raise ValueError(
+            f"num_frames={num_frames} is more than max_frames={max_frames}, the most frames one video may give; "
+            "raise max_frames to sample more"
+        )
+    return num_frames, None, max_frames
+
+
+def positive_int(name: str, value) -> int:
+    """`value` as an `int`, or a `ValueError` naming `name` unless it is an integer >= 1 (`True` and 2.5 are not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}={value!r} is invalid; expected a positive integer")
+    return int(value)
+
+
+def _is_rate(value) -> bool:
+    """A frame rate: a finite real number above 0 (not a bool, NaN, inf or a string)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def channel_values(name: str, values, positive: bool = False) -> tuple[float, float, float]:
+    """Three finite numbers, one per RGB channel (above 0 with `positive`: `image_std` divides the pixels)."""
+    try:
+        checked = tuple(float(value) for value in values) if not isinstance(values, (str, bytes)) else ()
+    except (TypeError, ValueError):
+        checked = ()
+    if len(checked) != 3 or not all(math.isfinite(v) and (v > 0 or not positive) for v in checked):
+        expected = "3 finite numbers above 0" if positive else "3 finite numbers"
+        raise ValueError(f"{name}={values!r} is invalid; expected {expected}, one per RGB channel")
+    return checked
 
 
 class FoveatedVideoProcessor(VideoProcessorMixin):
     r"""
     Turns videos into `pixel_values_videos` `[B, T, 3, size, size]` for the foveated model.
 
-    Accepts, per video: a file path, an http(s) URL (downloaded with a timeout and a size bound), raw `bytes`, a
+    Accepts, per video: a file path, an http(s) URL (an overall deadline and a size cap), raw `bytes`, a
     `numpy` array or `torch` tensor `[T, H, W, C]` or `[T, C, H, W]` (`uint8`, or float in [0, 1]; C = 1, 3 or 4),
     or a list of PIL images. Grayscale becomes RGB; alpha is dropped.
 
@@ -141,14 +208,22 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
     distorted frames. The price is the sides of wide videos; `resize_mode="squash"` keeps the whole field of view.
     Resizing is bilinear with antialiasing, so downscaling does not alias.
 
+    Limits: a video gives at most `max_frames` frames (128 unless set), whichever the sampling, and frames whose
+    shorter side is longer than `2 * size` are decoded straight to that (decord resizes as it decodes; arrays and
+    images are downscaled before any float copy), keeping the aspect ratio: a 4000x4000 clip is never held at full
+    size but for the one frame that tells decord's reader its size. Twice the output size keeps the crop and the
+    antialiased resize as sharp as from the source.
+
     Args:
         size (`int`, defaults to 256): side of the square output frames (the model config's `frame_size`).
-        num_frames (`int`, defaults to 8): frames sampled uniformly over each clip.
-        fps (`float`, *optional*): sample at this rate instead (capped by `max_frames`).
-        max_frames (`int`, *optional*): most frames `fps` sampling may return.
+        num_frames (`int`, defaults to 8): frames sampled uniformly over each clip; at most `max_frames`.
+        fps (`float`, *optional*): sample at this rate instead; a clip that would give more than `max_frames`
+            frames gives `max_frames` uniform ones.
+        max_frames (`int`, *optional*): most frames one video may give, with either sampling; `None` means
+            `DEFAULT_MAX_FRAMES` (128), so there is always a cap.
         resize_mode (`str`, defaults to `"crop"`): `"crop"` (centre square, then resize) or `"squash"`.
         image_mean, image_std: normalisation for the vision encoder (ImageNet's, as DINOv2/DINOv3 use).
-        url_timeout (`float`, defaults to 30): seconds before a URL download gives up.
+        url_timeout (`float`, defaults to 30): seconds a URL download may take in all (not per read).
         max_download_bytes (`int`, defaults to 1 GiB): largest video a URL may deliver.
     """
 
@@ -171,13 +246,16 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         # Every setting lives on the instance so that the saved config is complete, not relative to class defaults.
         for name, value in settings.items():
             setattr(self, name, value)
-        self.image_mean, self.image_std = tuple(map(float, self.image_mean)), tuple(map(float, self.image_std))
-        if not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"size={self.size!r} is invalid; expected a positive integer")
-        if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode={self.resize_mode!r} is invalid; expected one of {RESIZE_MODES}")
-        if len(self.image_mean) != 3 or len(self.image_std) != 3:
-            raise ValueError(f"image_mean and image_std need 3 values; got {self.image_mean}, {self.image_std}")
+        # Every setting is checked here, so a bad one fails when the processor is built, not at its first video.
+        self.size, self.resize_mode = self._resize_settings(self.size, self.resize_mode)
+        self.image_mean = channel_values("image_mean", self.image_mean)
+        self.image_std = channel_values("image_std", self.image_std, positive=True)
+        if self.max_frames is not None:
+            self.max_frames = positive_int("max_frames", self.max_frames)
+        if self.num_frames is not None:
+            self.num_frames = positive_int("num_frames", self.num_frames)
+        if self.num_frames is not None or self.fps is not None:
+            self._sampling(None, None, None)  # the saved mode as a whole: a valid fps, or num_frames within the cap
 
     # -------------------------------------------------------------------------------------------- decoding
     def load_frames(
@@ -187,97 +265,112 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         fps: float | None = None,
         max_frames: int | None = None,
         video_fps: float | None = None,
+        max_size: int | None = None,
     ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        """Read the sampled frames of one video, decoding only those.
+        """Read the sampled frames of one video (at most `max_frames`), decoding only those.
 
         Returns `(frames, indices, timestamps)`: frames `[T, 3, H, W]` (`uint8`, or float in [0, 1] for float
-        arrays) at the source resolution, the frame indices `[T]` and their times in seconds `[T]`. Arrays and image
-        lists carry no clock: their timestamps are `index / video_fps`, NaN when `video_fps` is not given.
+        arrays) at the source resolution, or, with `max_size`, with the shorter side at most `max_size` (keeping the
+        aspect ratio: a file is decoded straight to that size, arrays and images are downscaled before any float
+        copy), the frame indices `[T]` and their times in seconds `[T]`. Arrays and image lists carry no clock: their
+        timestamps are `index / video_fps`, NaN when `video_fps` is not given. A bad argument is a `ValueError` that
+        names it, raised before the video is read.
         """
         sampling = self._sampling(num_frames, fps, max_frames)
+        if video_fps is not None and not _is_rate(video_fps):
+            raise ValueError(f"video_fps={video_fps!r} is invalid; expected the frames' rate, a finite number above 0")
+        if max_size is not None:
+            max_size = positive_int("max_size", max_size)
         source = describe_source(video)
-        if isinstance(video, (str, os.PathLike)) and str(video).startswith(("http://", "https://")):
-            return self._decode(io.BytesIO(self.fetch_url(str(video))), source, sampling)
+        if isinstance(video, (str, os.PathLike)) and looks_like_url(str(video)):  # never read as a local path
+            return self._decode(io.BytesIO(self.fetch_url(str(video))), source, sampling, max_size)
         if isinstance(video, (str, os.PathLike)):
             path = Path(video)
             if not path.is_file():
                 raise VideoDecodeError(source, "no such file" if not path.exists() else "not a regular file")
-            return self._decode(str(path), source, sampling)
+            return self._decode(str(path), source, sampling, max_size)
         if isinstance(video, (bytes, bytearray)):
-            return self._decode(io.BytesIO(bytes(video)), source, sampling)
-        if isinstance(video, (list, tuple)) and video and all(isinstance(f, Image.Image) for f in video):
+            return self._decode(io.BytesIO(bytes(video)), source, sampling, max_size)
+        if isinstance(video, (list, tuple)) and _is_single_video(video):  # a list holding PIL images
             indices = sample_frame_indices(len(video), video_fps=video_fps, **sampling)
-            frames = [np.asarray(video[i].convert("RGB")) for i in indices]  # only the sampled images are converted
-            if len({frame.shape for frame in frames}) > 1:
-                raise VideoDecodeError(source, f"the images differ in size: {sorted({f.shape for f in frames})}")
-            frames = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W]
-            return frames, indices, self._clock(indices, video_fps)
+            return images_to_frames(video, indices, source, max_size), indices, self._clock(indices, video_fps)
         if isinstance(video, (np.ndarray, torch.Tensor)):
-            frames = array_to_frames(video, source)  # [N, 3, H, W]
+            frames = array_to_frames(video, source)  # [N, 3, H, W], a view of the input
             indices = sample_frame_indices(frames.shape[0], video_fps=video_fps, **sampling)
-            return frames[torch.from_numpy(indices)], indices, self._clock(indices, video_fps)
+            frames = bound_frames(frames[torch.from_numpy(indices)], max_size)  # [T, 3, H', W'], still uint8
+            return frames, indices, self._clock(indices, video_fps)
         raise VideoDecodeError(
             source, "unsupported input; expected a path, URL, bytes, an array/tensor [T, H, W, C] or a list of images"
         )
 
     def fetch_url(self, url: str) -> bytes:
-        """Download a video, bounded in time (`url_timeout`) and size (`max_download_bytes`)."""
+        """Download a video over http(s) within `url_timeout` seconds in all, however slowly the server sends, and
+        at most `max_download_bytes`; other schemes (file://, ftp://, data:) and redirects to them are refused."""
         try:
-            with urllib.request.urlopen(url, timeout=self.url_timeout) as response:
-                data = response.read(self.max_download_bytes + 1)
-        except (urllib.error.URLError, OSError, ValueError) as error:  # HTTP errors, refusals and timeouts
-            raise VideoDecodeError(describe_source(url), f"download failed: {error}") from error
-        if len(data) > self.max_download_bytes:
-            raise VideoDecodeError(describe_source(url), f"larger than max_download_bytes={self.max_download_bytes}")
-        return data
+            return download(url, timeout=self.url_timeout, max_bytes=self.max_download_bytes)
+        except DownloadError as error:
+            setting = {"timeout": "url_timeout", "too_large": "max_download_bytes"}.get(error.reason)
+            bound = f"; {setting}={getattr(self, setting)}" if setting else ""
+            reason = f"download failed: {error.reason} ({error.detail}{bound})"
+            raise VideoDecodeError(describe_source(url), reason) from error
 
-    def _decode(self, data, source: str, sampling: dict):
-        """Open with decord and read only the sampled frames; duplicates (short clips) are decoded once."""
-        try:
-            reader = decord.VideoReader(data, ctx=decord.cpu(0))
-            total = len(reader)
-        except (RuntimeError, decord.DECORDError) as error:
-            raise VideoDecodeError(source, f"not a readable video ({decord_reason(error)})") from error
+    def _decode(self, data, source: str, sampling: dict, max_size: int | None):
+        """Open with decord and read only the sampled frames, with the shorter side at most `max_size` when given;
+        duplicates (short clips) are decoded once."""
+        if isinstance(data, io.BytesIO):
+            refuse_text(data, source)
+        reader = open_reader(data, source)
+        total = len(reader)
         if total < 1:
             raise VideoDecodeError(source, "the video has no frames")
-        indices = sample_frame_indices(total, video_fps=reader.get_avg_fps(), **sampling)
+        try:
+            indices = sample_frame_indices(total, video_fps=reader.get_avg_fps(), **sampling)
+        except ValueError as error:  # the arguments are checked already: what is left is the file's frame rate
+            raise VideoDecodeError(source, str(error)) from error
         unique, inverse = np.unique(indices, return_inverse=True)
         try:
-            frames = reader.get_batch(unique.tolist()).asnumpy()  # [U, H, W, 3] uint8
             timestamps = reader.get_frame_timestamp(unique.tolist())[:, 0]  # start of each frame, seconds
         except (RuntimeError, IndexError, decord.DECORDError) as error:
-            raise VideoDecodeError(
-                source, f"decoding failed, the file may be truncated ({decord_reason(error)})"
-            ) from error
-        if frames.ndim != 4 or frames.shape[0] != len(unique) or frames.shape[-1] != 3:
-            raise VideoDecodeError(
-                source, f"the decoder returned frames of shape {frames.shape} for {len(unique)} frames"
-            )
+            reason = f"no frame timestamps, the file may be truncated ({decord_reason(error)})"
+            raise VideoDecodeError(source, reason) from error
+        if max_size is None:
+            frames = read_batch(reader, unique, source)  # [U, H, W, 3] uint8: one seek-batch
+        else:
+            frames = read_batch(reader, unique[:1], source)  # decord tells the frame size only by decoding a frame
+            shape = bounded_shape(*frames.shape[1:3], max(max_size, DECORD_MIN_SIDE))
+            if shape == frames.shape[1:3]:  # small enough: this reader reads the rest, the first frame decoded once
+                if len(unique) > 1:
+                    frames = np.concatenate([frames, read_batch(reader, unique[1:], source)])
+            else:  # decode straight to the bounded size, after letting the full-size reader and frame go
+                del reader, frames
+                frames = read_batch(open_reader(data, source, shape), unique, source)  # [U, H', W', 3]
         frames = torch.from_numpy(frames[inverse]).permute(0, 3, 1, 2)  # [T, 3, H, W]
-        return frames, indices, timestamps[inverse].astype(np.float64)
+        return bound_frames(frames, max_size), indices, timestamps[inverse].astype(np.float64)
 
     def _sampling(self, num_frames, fps, max_frames) -> dict:
-        """Call arguments over saved settings; an explicit `num_frames` or `fps` picks the sampling mode."""
-        if num_frames is not None and fps is not None:
-            raise ValueError("num_frames and fps are mutually exclusive; pass one of them")
+        """Call arguments over saved settings, checked; an explicit `num_frames` or `fps` picks the sampling mode."""
         if num_frames is None and fps is None:
             num_frames, fps = (None, self.fps) if self.fps is not None else (self.num_frames, None)
-        return {
-            "num_frames": num_frames,
-            "fps": fps,
-            "max_frames": max_frames if max_frames is not None else self.max_frames,
-        }
+        max_frames = self.max_frames if max_frames is None else max_frames  # and DEFAULT_MAX_FRAMES if both are None
+        num_frames, fps, max_frames = check_sampling(num_frames, fps, max_frames)
+        return {"num_frames": num_frames, "fps": fps, "max_frames": max_frames}
 
     @staticmethod
     def _clock(indices: np.ndarray, video_fps: float | None) -> np.ndarray:
         return indices / video_fps if video_fps else np.full(len(indices), np.nan)
 
     # ----------------------------------------------------------------------------------------- preprocessing
-    def resize_frames(self, frames: torch.Tensor, size: int | None = None, resize_mode: str | None = None):
-        """Frames `[T, 3, H, W]` (`uint8` or float in [0, 1]) -> float `[T, 3, size, size]` in [0, 1]."""
-        size, resize_mode = size or self.size, resize_mode or self.resize_mode
+    def _resize_settings(self, size, resize_mode) -> tuple[int, str]:
+        """`(size, resize_mode)` of a call, the saved settings where None, checked (0 is an error, not the default)."""
+        size = self.size if size is None else positive_int("size", size)
+        resize_mode = self.resize_mode if resize_mode is None else resize_mode
         if resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode={resize_mode!r} is invalid; expected one of {RESIZE_MODES}")
+        return size, resize_mode
+
+    def resize_frames(self, frames: torch.Tensor, size: int | None = None, resize_mode: str | None = None):
+        """Frames `[T, 3, H, W]` (`uint8` or float in [0, 1]) -> float `[T, 3, size, size]` in [0, 1]."""
+        size, resize_mode = self._resize_settings(size, resize_mode)
         if resize_mode == "crop":  # crop before converting to float: less to convert and to resize
             height, width = frames.shape[-2:]
             side = min(height, width)
@@ -314,9 +407,11 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         `return_tensors=None` every field is a list with one entry per video instead, which allows `fps` sampling to
         give videos of different lengths.
         """
+        size, resize_mode = self._resize_settings(size, resize_mode)  # checked before any video is read
         pixel_values, target_frames, frame_indices, timestamps = [], [], [], []
         for video in make_video_list(videos):
-            frames, indices, clock = self.load_frames(video, num_frames, fps, max_frames, video_fps)
+            # Read at most twice the output size: the crop and the antialiased resize stay as sharp as from the source.
+            frames, indices, clock = self.load_frames(video, num_frames, fps, max_frames, video_fps, max_size=2 * size)
             frames = self.resize_frames(frames, size, resize_mode)  # [T, 3, S, S] in [0, 1]
             pixel_values.append(self.normalize_frames(frames))
             if return_target_frames:
@@ -351,6 +446,7 @@ def array_to_frames(video, source: str) -> torch.Tensor:
         frames = frames.permute(0, 3, 1, 2)
     elif frames.shape[1] not in (1, 3, 4):
         raise VideoDecodeError(source, f"expected 1, 3 or 4 channels first or last, got shape {tuple(frames.shape)}")
+    check_frame_size(*frames.shape[-2:], source)
     if frames.dtype != torch.uint8:
         if not frames.is_floating_point():
             raise VideoDecodeError(source, f"dtype {frames.dtype} is not supported; expected uint8 or float in [0, 1]")
@@ -360,6 +456,83 @@ def array_to_frames(video, source: str) -> torch.Tensor:
     if channels == 1:  # grayscale
         return frames.expand(-1, 3, -1, -1)
     return frames[:, :3]  # RGB, or RGBA with its alpha dropped
+
+
+def images_to_frames(images, indices: np.ndarray, source: str, max_size: int | None) -> torch.Tensor:
+    """The images at `indices` of a list of PIL images -> uint8 `[T, 3, H, W]`; each is converted and downscaled to
+    `max_size` on its own, so no full-size stack of the sampled images is ever made."""
+    stray = next((i for i, image in enumerate(images) if not isinstance(image, Image.Image)), None)
+    if stray is not None:
+        raise VideoDecodeError(source, f"item {stray} is {type(images[stray]).__name__}, not a PIL image")
+    sizes = sorted({images[i].size for i in indices})  # (width, height): only the sampled images matter
+    if len(sizes) > 1:
+        raise VideoDecodeError(source, f"the images differ in size (width, height): {sizes}")
+    check_frame_size(sizes[0][1], sizes[0][0], source)
+    frames = [torch.from_numpy(np.array(images[i].convert("RGB"))).permute(2, 0, 1)[None] for i in indices]
+    return torch.cat([bound_frames(frame, max_size) for frame in frames])  # [T, 3, H', W']
+
+
+def check_frame_size(height: int, width: int, source: str):
+    if height < 1 or width < 1:
+        raise VideoDecodeError(source, f"the frames are {width} pixels wide and {height} high; expected at least 1")
+
+
+def bounded_shape(height: int, width: int, max_size: int | None) -> tuple[int, int]:
+    """`(height, width)` scaled so that the shorter side is at most `max_size`, keeping the aspect ratio."""
+    if max_size is None or min(height, width) <= max_size:
+        return height, width
+    scale = max_size / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def bound_frames(frames: torch.Tensor, max_size: int | None) -> torch.Tensor:
+    """Frames `[T, 3, H, W]` downscaled so the shorter side is at most `max_size`, in their own dtype where torch can
+    (uint8 stays uint8: no 4x larger float copy of a full-size frame); bilinear with antialiasing."""
+    shape = bounded_shape(*frames.shape[-2:], max_size)
+    if shape == tuple(frames.shape[-2:]):
+        return frames
+    if frames.dtype not in (torch.uint8, torch.float32, torch.float64):  # torch cannot resize half floats on a CPU
+        frames = frames.float()
+    return F.interpolate(frames, size=shape, mode="bilinear", antialias=True, align_corners=False)
+
+
+def refuse_text(data: io.BytesIO, source: str):
+    """Raise `VideoDecodeError` for in-memory input that is empty or holds no zero byte early: text (an HTML error
+    page, a Git LFS pointer), which decord would copy whole into its error log (see `TEXT_PROBE_BYTES`)."""
+    with data.getbuffer() as view:
+        head = bytes(view[:TEXT_PROBE_BYTES])
+    if not head:
+        raise VideoDecodeError(source, "it is empty")
+    if b"\0" not in head:
+        raise VideoDecodeError(
+            source,
+            f"looks like text, not a video: its first {len(head)} bytes hold no zero byte, which every video "
+            f"container's header has (it starts with {head[:40]!r}); a raw .y4m stream has none either: pass it as a "
+            "path",
+        )
+
+
+def open_reader(data, source: str, shape: tuple[int, int] | None = None) -> decord.VideoReader:
+    """A decord reader of a path or an in-memory file, resizing to `shape` `(height, width)` as it decodes."""
+    height, width = shape or (-1, -1)
+    if isinstance(data, io.BytesIO):
+        data.seek(0)  # decord reads the buffer from where it stands, at each opening
+    try:
+        return decord.VideoReader(data, ctx=decord.cpu(0), width=width, height=height)
+    except (RuntimeError, decord.DECORDError) as error:
+        raise VideoDecodeError(source, f"not a readable video ({decord_reason(error)})") from error
+
+
+def read_batch(reader: decord.VideoReader, indices: np.ndarray, source: str) -> np.ndarray:
+    """Frames `[U, H, W, 3]` uint8 at `indices` (sorted, distinct), seeking to each from its keyframe."""
+    try:
+        frames = reader.get_batch(indices.tolist()).asnumpy()
+    except (RuntimeError, IndexError, decord.DECORDError) as error:
+        reason = f"decoding failed, the file may be truncated ({decord_reason(error)})"
+        raise VideoDecodeError(source, reason) from error
+    if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
+        raise VideoDecodeError(source, f"the decoder returned frames of shape {frames.shape} for {len(indices)} frames")
+    return frames
 
 
 def describe_source(video) -> str:

@@ -124,7 +124,7 @@ def test_reads_samples_and_counts_skips(subset, mode):
 
 def test_dataset_and_rank_sharding(subset):
     dataset = llava_video_dataset(subset["annotations"], shards=subset["shards"], num_frames=NUM_FRAMES)
-    assert dataset.num_shards == 2 and set(dataset.features) == {"frames", "prompt", "answer", "video_id"}
+    assert dataset.num_shards == 2 and set(dataset.features) == {"frames", "prompt", "answer", "video_id", "skipped"}
     check_samples(list(dataset))
     ranks = [list(split_dataset_by_node(dataset, rank, 2)) for rank in range(2)]
     videos = [{s["video_id"] for s in rank} for rank in ranks]

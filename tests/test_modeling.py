@@ -188,7 +188,7 @@ def test_frame_size_not_divisible_by_the_patch():
     model, config = make_model()
     batch = tiny_batch(config)
     batch["pixel_values_videos"] = batch["pixel_values_videos"][..., :30, :30]
-    with pytest.raises(ValueError, match="30x30 is not a multiple of the vision patch size 8"):
+    with pytest.raises(ValueError, match="frames of 30x30 pixels, but the model reads 32x32 frames"):
         model(**batch)
 
 

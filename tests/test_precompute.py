@@ -54,8 +54,9 @@ def run(samples, out, encoder, **kwargs):
     return precompute_targets(samples, out, encoder, FoveatedVideoProcessor(size=SIZE, num_frames=FRAMES), **kwargs)
 
 
-def shard_files(out):
-    return sorted(path.name for path in out.iterdir() if path.name != "index.json")
+def shard_files(out):  # every file but the index and precompute's bookkeeping (its lock and its list of files)
+    return sorted(path.name for path in out.iterdir() if path.name not in ("index.json", precompute.LOCK,
+                                                                           precompute.MANIFEST))  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -164,9 +165,9 @@ def test_interrupted_run_resumes_to_the_same_result(vae_encoder, tmp_path, monke
 
     real_fsync, calls = os.fsync, []
 
-    def failing_fsync(fd):  # the machine dies while the second shard is being written
+    def failing_fsync(fd):  # the machine dies while the second shard is being written (after listing its name)
         calls.append(fd)
-        if len(calls) == 1:
+        if len(calls) == 2:
             raise OSError("disk gone")
         real_fsync(fd)
 
@@ -176,7 +177,18 @@ def test_interrupted_run_resumes_to_the_same_result(vae_encoder, tmp_path, monke
     assert shard_files(out) == ["shard-00000.safetensors"]  # no half-written shard, no temporary file
     monkeypatch.undo()
 
-    (out / "shard-00001.safetensors").write_bytes(b"left by a run killed between the two renames")
+    real_replace = os.replace
+
+    def dying_replace(source, target):  # the run is killed between the shard's rename and the index's
+        real_replace(source, target)
+        if str(target).endswith(".safetensors"):
+            raise OSError("killed")
+
+    monkeypatch.setattr(precompute.os, "replace", dying_replace)
+    with pytest.raises(OSError, match="killed"):
+        run(iter(samples), out, vae_encoder)
+    assert shard_files(out) == ["shard-00000.safetensors", "shard-00001.safetensors"]  # not in the index
+    monkeypatch.undo()
     report = run(iter(samples), out, vae_encoder)
     assert report["videos"] == 8 and report["written"] == 5
     whole, resumed = PrecomputedTargets(tmp_path / "whole"), PrecomputedTargets(out)

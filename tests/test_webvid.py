@@ -127,7 +127,7 @@ def test_good_clips_come_out_and_failures_are_counted_by_reason(server, tmp_path
     assert [s["answer"] for s in samples] == ["clip number 0", "clip number 1", "works the second time",
                                               "clip number 2"]  # fmt: skip
     for sample in samples:
-        assert set(sample) == {"frames", "prompt", "answer", "video_id"}
+        assert set(sample) == {"frames", "prompt", "answer", "video_id", "skipped"}  # skips before it, JSON
         assert sample["frames"].dtype == np.uint8 and sample["frames"].shape == (NUM_FRAMES, 48, 64, 3)
         assert sample["prompt"] == "Describe the video."
     assert failures.failed == {"http_404": 1, "timeout": 2, "truncated": 1, "decode": 2, "http_500": 1,
