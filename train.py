@@ -266,7 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
         args=training_args,
         train_dataset=train_stream,
         eval_dataset=stream(held_out_seed, held_out=True).take(evaluate_videos) if evaluate_videos else None,
-        data_collator=SkippingCollator(train_collator, report_counts=True),  # bad samples skipped and counted
+        data_collator=SkippingCollator(  # bad samples skipped and counted
+            train_collator, report_counts=True, max_length=model.config.text_config.max_position_embeddings
+        ),
         processing_class=processor,
         backbone_learning_rate=model_args.backbone_learning_rate,
         fixation_loss_steps=model_args.fixation_loss_steps,

@@ -20,15 +20,14 @@ rows start, and raises a `ValueError` naming the file and line for a wrong file 
 `video` and `caption`, a first JSONL line that is not a JSON object); `folder_dataset` cuts the rows into
 `num_shards` contiguous blocks, which `split_dataset_by_node` and DataLoader workers hand out whole, so ranks see
 disjoint clips, and each block's rows are read from the file when the stream reaches it.
-`load_clip` and `classify_failure` are shared with the WebVid source.
+`load_clip` (decoding bounded to `MAX_FRAME_SIDE`) is shared with the WebVid and LLaVA-Video sources, `classify_failure`
+with WebVid.
 """
 
 import logging
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from datasets import IterableDataset
 
 from datasets_scripts.annotations import (
@@ -48,6 +47,7 @@ from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor, Video
 __all__ = [
     "ANNOTATION_NAMES",
     "CAPTION_PROMPT",
+    "MAX_FRAME_SIDE",
     "BadRecordError",
     "classify_failure",
     "folder_dataset",
@@ -60,6 +60,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CAPTION_PROMPT = "Describe the video."
+# Frames of the real-video sources are decoded with the shorter side at most this (twice the 256 px model size).
+MAX_FRAME_SIDE = 512
 # Looked up in this order in the folder when no annotation file is named.
 ANNOTATION_NAMES = ("annotations.csv", "annotations.jsonl", "metadata.csv", "metadata.jsonl")
 REQUIRED_COLUMNS = ("video", "caption")
@@ -90,24 +92,15 @@ def classify_failure(error: Exception) -> str:
     return type(error).__name__  # unexpected: named by its class, so the summary shows it plainly
 
 
-def _bound_size(frames: torch.Tensor, max_size: int | None) -> torch.Tensor:
-    """Downscale uint8 frames `[T, 3, H, W]` so the shorter side is at most `max_size`, keeping the aspect ratio.
+def load_clip(video, processor: FoveatedVideoProcessor, num_frames: int, max_size: int | None) -> np.ndarray:
+    """Decode `num_frames` uniformly sampled frames of a video (path or bytes) -> uint8 `[T, H, W, 3]`, the shorter
+    side at most `max_size` (None keeps the source size).
 
     Samples wait in shuffle buffers and batches before the collator resizes them to the model's frame size; 2x that
-    size keeps the crop and resize there as sharp as from the source while a 4K clip cannot take gigabytes."""
-    height, width = frames.shape[-2:]
-    if max_size is None or min(height, width) <= max_size:
-        return frames
-    scale = max_size / min(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    resized = F.interpolate(frames.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-    return resized.round().clamp(0, 255).to(torch.uint8)
-
-
-def load_clip(video, processor: FoveatedVideoProcessor, num_frames: int, max_size: int | None) -> np.ndarray:
-    """Decode `num_frames` uniformly sampled frames of a video (path or bytes) -> uint8 `[T, H, W, 3]`."""
-    frames, _, _ = processor.load_frames(video, num_frames=num_frames)  # [T, 3, H, W] uint8, only these decoded
-    return _bound_size(frames, max_size).permute(0, 2, 3, 1).contiguous().numpy()  # [T, H', W', 3]
+    size keeps the crop and resize there as sharp as from the source, while a 4K clip, decoded straight to the bound,
+    cannot take gigabytes."""
+    frames, _, _ = processor.load_frames(video, num_frames=num_frames, max_size=max_size)  # [T, 3, H', W'] uint8
+    return frames.permute(0, 2, 3, 1).contiguous().numpy()  # [T, H', W', 3]
 
 
 def _scan(path) -> tuple[tuple[str, ...] | None, Scan]:
@@ -168,7 +161,7 @@ def folder_samples(
     *,
     num_frames: int = 8,
     prompt: str = CAPTION_PROMPT,
-    max_size: int | None = 512,
+    max_size: int | None = MAX_FRAME_SIDE,
     failures: SampleFailures | None = None,
 ):
     """Yield the samples of the annotation `rows`, skipping and counting the ones that fail.
@@ -205,7 +198,7 @@ def folder_dataset(
     *,
     num_frames: int = 8,
     prompt: str = CAPTION_PROMPT,
-    max_size: int | None = 512,
+    max_size: int | None = MAX_FRAME_SIDE,
     seed: int | None = None,
     num_shards: int = 64,
     failures: SampleFailures | None = None,

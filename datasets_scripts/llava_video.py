@@ -58,6 +58,7 @@ from datasets_scripts.annotations import (
     scan_json_list,
 )
 from datasets_scripts.faults import SampleFailures
+from datasets_scripts.folder import MAX_FRAME_SIDE, load_clip
 from foveated_vlm.sample_counts import SKIPPED_FIELD
 from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor
 
@@ -177,11 +178,8 @@ def _samples(location: str, record, frames, failures: SampleFailures, video_id: 
 
 
 def _decoder(video_processor: FoveatedVideoProcessor, num_frames: int):
-    def decode(video):  # path or bytes -> [T, H, W, 3] uint8, only the sampled frames decoded
-        frames, _, _ = video_processor.load_frames(video, num_frames=num_frames)  # [T, 3, H, W]
-        return frames.permute(0, 2, 3, 1).numpy()
-
-    return decode
+    # path or bytes -> [T, H, W, 3] uint8: only the sampled frames, decoded with the shorter side at most 512 px
+    return functools.partial(load_clip, processor=video_processor, num_frames=num_frames, max_size=MAX_FRAME_SIDE)
 
 
 def _iter_folder(records, video_root, decode, failures):

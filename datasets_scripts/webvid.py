@@ -36,7 +36,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datasets import IterableDataset, load_dataset
 
 from datasets_scripts.faults import SampleFailures
-from datasets_scripts.folder import CAPTION_PROMPT, BadRecordError, classify_failure, load_clip, text_field
+from datasets_scripts.folder import (
+    CAPTION_PROMPT,
+    MAX_FRAME_SIDE,
+    BadRecordError,
+    classify_failure,
+    load_clip,
+    text_field,
+)
 from foveated_vlm.download import DownloadError, check_download_bounds, download
 from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor
 
@@ -162,7 +169,7 @@ def webvid_samples(
     retries: int = 2,
     backoff: float = 0.5,
     max_bytes: int = 64 << 20,
-    max_size: int | None = 512,
+    max_size: int | None = MAX_FRAME_SIDE,
     video_column: str = "video",
     concurrency: int = 4,
     failures: SampleFailures | None = None,
@@ -222,7 +229,7 @@ def webvid_dataset(
     retries: int = 2,
     backoff: float = 0.5,
     max_bytes: int = 64 << 20,
-    max_size: int | None = 512,
+    max_size: int | None = MAX_FRAME_SIDE,
     video_column: str = "video",
     concurrency: int = 4,
     num_shards: int = 64,

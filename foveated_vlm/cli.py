@@ -122,8 +122,12 @@ def _camera_frames(device: str, max_frames: int):
 
 
 def _file_frames(processor, path: str, sample_fps: float, max_frames: int):
-    """Frames `[3, H, W]` of a file, sampled at `sample_fps` (decoding only those)."""
-    frames, _, _ = processor.video_processor.load_frames(path, fps=sample_fps, max_frames=max_frames)
+    """Frames `[3, H, W]` of a file, sampled at `sample_fps` (decoding only those), the shorter side at most twice the
+    model's frame size (a 4K file is decoded straight to that, never held at full size)."""
+    video_processor = processor.video_processor
+    frames, _, _ = video_processor.load_frames(
+        path, fps=sample_fps, max_frames=max_frames, max_size=2 * video_processor.size
+    )
     yield from frames
 
 

@@ -132,6 +132,10 @@ class VideoTextCollator:
         return batch
 
 
+class SequenceTooLong(ValueError):
+    """A sample with more tokens than the language model has positions."""
+
+
 class SkippingCollator:
     """Wraps a collator (`VideoTextCollator`, `PrecomputedTargetsCollator`, ...): a sample that makes batching fail
     is dropped and counted instead of ending the run.
@@ -148,19 +152,22 @@ class SkippingCollator:
             count}, the samples dropped here plus the skips the samples' streams stamped on them
             (`SampleFailures.stamp`). For `FoveatedTrainer`, which pops and logs them; a plain `Trainer` would pass
             the key on to the model's forward.
+        max_length: a sample whose tokens are more than this (the language model's `max_position_embeddings`,
+            which the model refuses to run past) is dropped and counted as "collate_sequence_too_long".
     """
 
-    def __init__(self, collator, report_counts: bool = False):
+    def __init__(self, collator, report_counts: bool = False, max_length: int | None = None):
         self.collator = collator
         self.report_counts = report_counts
+        self.max_length = max_length
 
     def __call__(self, samples: list[dict]) -> dict:
         counts = SampleCounts()  # of this batch: the samples dropped here and the skips the samples carry
         try:
-            batch = self.collator(samples)
+            batch = self._collate(samples)
         except Exception as error:  # noqa: BLE001 - a bad sample must never end the run; every one is tried alone
             samples = self._batchable(samples, error, counts)
-            batch = self.collator(samples)
+            batch = self._collate(samples)
         if self.report_counts:
             for sample in samples:
                 counts.add_stamp(sample.get(SKIPPED_FIELD))
@@ -168,12 +175,23 @@ class SkippingCollator:
             batch[SAMPLE_COUNTS_KEY] = counts.as_dict()
         return batch
 
+    def _collate(self, samples: list[dict]) -> dict:
+        batch = self.collator(samples)
+        if self.max_length is not None:
+            lengths = batch["attention_mask"].sum(dim=1)  # [B] tokens per row, padding excluded
+            if int(lengths.max()) > self.max_length:
+                raise SequenceTooLong(
+                    f"{int(lengths.max())} tokens, more than the language model's {self.max_length} positions "
+                    "(a long text or too many frames)"
+                )
+        return batch
+
     def _batchable(self, samples: list[dict], batch_error: Exception, counts: SampleCounts) -> list[dict]:
         """The samples that batch alone; the others are counted in `counts` (with the skips they carried)."""
         kept, first = [], None
         for sample in samples:
             try:
-                self.collator([sample])
+                self._collate([sample])
             except Exception as error:  # noqa: BLE001 - counted and named below
                 reason = reason_of(error, "collate_")
                 counts.skipped[reason] += 1

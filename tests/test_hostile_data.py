@@ -276,3 +276,14 @@ def test_a_file_or_missing_folder_as_video_root_is_refused_before_training(tmp_p
         llava_video_dataset(tmp_path / "a.json", num_frames=FRAMES, video_root=tmp_path / "nowhere")
     with pytest.raises(NotADirectoryError, match=r"video_root .*rows\.jsonl is a file, not a folder"):
         llava_video_dataset(tmp_path / "a.json", num_frames=FRAMES, video_root=tmp_path / "rows.jsonl")
+
+
+def test_real_video_sources_bound_the_frame_size_when_decoding(tmp_path):
+    # A large clip must not sit in shuffle buffers at full size: every real source decodes to MAX_FRAME_SIDE.
+    write_video(tmp_path / "wide.mp4", num_frames=2, width=1280, height=720)
+    (tmp_path / "annotations.csv").write_text("video,caption\nwide.mp4,a wide clip\n")
+    (tmp_path / "a.json").write_text(json.dumps([record(0, "wide.mp4")]))
+    folder = next(iter(folder_dataset(tmp_path, num_frames=2)))
+    llava = next(iter_llava_video(tmp_path / "a.json", num_frames=2, video_root=tmp_path))
+    for frames in (folder["frames"], llava["frames"]):
+        assert frames.shape[1:] == (512, 910, 3)  # [T, H, W, 3]: the shorter side at 512, the aspect kept

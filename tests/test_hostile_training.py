@@ -98,6 +98,18 @@ def test_a_sample_that_fails_batching_is_dropped_and_counted_with_the_stamps_it_
     assert SAMPLE_COUNTS_KEY not in plain, "a plain Trainer's forward must never receive the counts"
 
 
+def test_a_sample_longer_than_the_language_model_is_dropped_and_counted():
+    # The model refuses input past max_position_embeddings; in training such a sample is skipped, not fatal.
+    plain = VideoTextCollator(make_processor(num_frames=NUM_FRAMES))
+    samples = [sample("short"), sample("long", answer="a red ball rolls " * 40), sample("short2")]
+    lengths = plain(samples)["attention_mask"].sum(dim=1)  # [3]
+    limit = int(lengths[0]) + 4
+    assert int(lengths[1]) > limit >= int(lengths[2])
+    batch = SkippingCollator(plain, report_counts=True, max_length=limit)(samples)
+    assert batch["input_ids"].shape[0] == 2 and batch["attention_mask"].sum(dim=1).max() <= limit
+    assert batch[SAMPLE_COUNTS_KEY] == {"succeeded": 2, "skipped": {"collate_sequence_too_long": 1}}
+
+
 def test_a_batch_where_every_sample_fails_raises_no_samples_error_with_the_counts():
     collator = SkippingCollator(VideoTextCollator(make_processor(num_frames=NUM_FRAMES)), report_counts=True)
     bad = [sample("noise", frames=b"\x00not a video" * 40), sample("none", prompt=None)]
