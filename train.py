@@ -8,7 +8,10 @@ A preset is a set of default flags; flags given on the command line win. The run
 checkpoint that `from_pretrained` loads (model with its code, and the processor), `metrics.json` with the
 held-out fine/coarse losses, their ratios and the fixation entropies, `log_history.json` (every logged step),
 `figures/` (where the static and the planned queries looked, frame by frame, PNG and GIF; the loss curves) and a
-filled model card `README.md`, which `--push_to_hub` uploads with the rest.
+filled model card `README.md`. `--push_to_hub` uploads the whole folder once, at the end, when the card, the
+metrics and the figures are written (to `--hub_model_id`, which the card's usage code then loads; without it, a
+repository named after `--output_dir`); checkpoint pushes during training (`--hub_strategy`, with a
+`--save_strategy`) carry weights, processor and checkpoints but no card: the repository gets its card at the end.
 
 Bad data never ends a run: samples a source cannot read and samples that fail while batching are skipped and
 counted by reason; the counts (summed over DataLoader workers and ranks) are in the training logs (`data/...`,
@@ -37,7 +40,13 @@ from foveated_vlm.data_collator import SkippingCollator
 from foveated_vlm.evaluation import evaluate_model
 from foveated_vlm.finetuning import add_lora, freeze, merge_lora
 from foveated_vlm.presets import PRESETS, build_model_and_processor, preset_flags
-from foveated_vlm.reporting import fixation_figures, loss_curves, write_model_card
+from foveated_vlm.reporting import (
+    fixation_figures,
+    log_figures_to_tensorboard,
+    loss_curves,
+    tensorboard_logging_dir,
+    write_model_card,
+)
 from foveated_vlm.sample_counts import SampleCounts
 from foveated_vlm.trainer_foveated import FoveatedTrainer
 
@@ -133,16 +142,14 @@ class DataArguments:
 
 
 def parse(argv: list[str]):
-    """Preset flags first, the user's after them: argparse keeps the last value of a repeated flag."""
-    preset = ModelArguments.preset
-    if "--preset" in argv:
-        position = argv.index("--preset")
-        if position + 1 >= len(argv):
-            raise SystemExit("--preset needs a name: " + ", ".join(sorted(PRESETS)))
-        preset = argv[position + 1]
+    """Preset flags first, the user's after them: argparse keeps the last value of a repeated flag.
+
+    The preset is read with the same parser as every other flag (`--preset clutter`, `--preset=clutter`), in a
+    first pass that ignores the rest; the second pass parses the preset's flags and then the user's."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    preset = parser.parse_known_args(argv)[0].preset
     if preset not in PRESETS:
         raise SystemExit(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     return parser.parse_args_into_dataclasses(args=preset_flags(preset) + argv)
 
 
@@ -285,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise NoSamplesError(message)
 
     merge_lora(model)  # export plain weights
-    trainer.save_model(training_args.output_dir)  # model, its code and the processor (every rank takes part)
+    # Model, its code and the processor (every rank takes part); with --push_to_hub nothing is pushed yet.
+    trainer.save_model(training_args.output_dir)
     if not trainer.is_world_process_zero():
         return {}
     print(f"training data: {data_counts.summary()}", file=sys.stderr, flush=True)
@@ -324,9 +332,16 @@ def main(argv: list[str] | None = None) -> dict:
         figures = fixation_figures(model, processor, shown, output, target_encoder=target_encoder)
     else:
         print("no clip to draw the fixation figures from: the stream gave none; figures skipped", flush=True)
-    curves = loss_curves(trainer.state.log_history, os.path.join(output, "figures", "loss_curves.png"))
+    num_patches = (model.config.frame_size // model.config.patch_size) ** 2  # the entropy plot's uniform line
+    curves = loss_curves(trainer.state.log_history, os.path.join(output, "figures", "loss_curves.png"), num_patches)
     run_args["training"] = training_args.to_dict()
-    write_model_card(output, metrics, run_args, figures=[path for path in [curves] if path] + figures)
+    # The card's usage code loads the Hub repository (the id the Hub gave `--hub_model_id`) when there is one.
+    model_id = trainer.hub_model_id or training_args.hub_model_id
+    figures = [path for path in [curves] if path] + figures
+    write_model_card(output, metrics, run_args, figures=figures, model_id=model_id)
+    log_figures_to_tensorboard(tensorboard_logging_dir(trainer), metrics, figures, trainer.state.global_step)
+    if training_args.push_to_hub:  # once, now that the folder holds the card, metrics.json and the figures
+        trainer.push_to_hub(commit_message="End of training")
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 

@@ -3,11 +3,12 @@
     foveated-vlm caption --model DIR VIDEO [--prompt TEXT]          # prints the caption
     foveated-vlm stream  --model DIR VIDEO --out FILE.gif           # frame by frame, fixations drawn, fps printed
     foveated-vlm evaluate --model DIR --dataset NAME --json OUT.json # held-out metrics, fine vs coarse
+    foveated-vlm evaluate --model DIR --benchmark mvbench|videomme --data_dir DIR --json OUT.json  # accuracy
 
-`stream` pushes the video's frames one at a time through `model.stream`, draws where the fine (planned) and
-coarse (static) queries looked on every frame and the predicted next frame beside the real one (models trained
-on pixel targets; with `--vae`, models trained on SD-VAE latents), then prints the caption the fine stream
-gives. VIDEO is a file path; `/dev/videoN` reads a camera through PyAV (v4l2).
+`stream` pushes the video's frames one at a time through `model.stream`, draws each frame beside where the coarse
+(static) and fine (planned) queries looked on it and what the model predicted it would look like (models trained
+on pixel targets; with `--vae`, models trained on SD-VAE latents), under panel titles and over the prompt, then
+prints the caption the fine stream gives. VIDEO is a file path; `/dev/videoN` reads a camera through PyAV (v4l2).
 
 Exit status: 0 on success; 2 with argparse's usage message for bad arguments (checked before any work: `--model`
 must be a checkpoint directory holding `config.json` or a Hub model id, counts and rates must be > 0, `--out`
@@ -133,7 +134,7 @@ def _file_frames(processor, path: str, sample_fps: float, max_frames: int):
 
 def stream(args) -> dict:
     from .targets import SDVAETargetEncoder
-    from .visualize import overlay_fixation, panel, save_gif, to_uint8_image
+    from .visualize import fixation_cell, save_gif, titled_panel, to_uint8_image
 
     model, processor = _load(args.model)
     video_processor, config = processor.video_processor, model.config
@@ -165,13 +166,21 @@ def stream(args) -> dict:
             step = live.push(video_processor.normalize_frames(unit), target_latent=target)
             timings.append(step.timings)
             image = to_uint8_image(unit[0] * 2 - 1)
-            row = [overlay_fixation(image, step.fixation[0]), overlay_fixation(image, step.fixation_coarse[0])]
+            height = max(image.shape[0], 128)  # small frames scaled up so the fixations and titles stay legible
+            row = [
+                image,
+                fixation_cell(image, step.fixation_coarse[0], height),
+                fixation_cell(image, step.fixation[0], height),
+            ]
+            titles = [f"frame {len(pictures) + 1}", "static query", "planned query"]
             if previous_prediction is not None:  # what the model expected this frame to look like
                 picture = vae.decode(previous_prediction[None, None])[0, 0] if vae is not None else previous_prediction
                 row.append(to_uint8_image(picture))
-            elif drawable:
+            elif drawable:  # nothing predicts the first frame
                 row.append(np.zeros_like(image))
-            pictures.append(panel(row, height=max(image.shape[0], 128)))
+            if drawable:
+                titles.append("predicted frame")
+            pictures.append(titled_panel(row, titles, caption=f"prompt: {args.prompt}", height=height))
             previous_prediction = step.predicted_latent[0] if step.predicted_latent is not None else None
         if not pictures:
             raise SystemExit(f"no frames could be read from {args.video}")
@@ -186,10 +195,7 @@ def stream(args) -> dict:
         + ", ".join(f"{name} {1000 * value:.1f} ms" for name, value in seconds.items())
         + ")"
     )
-    print(
-        f"wrote {args.out} (left: planned query, middle: static query"
-        + (", right: predicted frame)" if drawable else ")")
-    )
+    print(f"wrote {args.out} (panels: frame, static query, planned query" + (", predicted frame)" if drawable else ")"))
     print(text)
     return {"frames": len(pictures), "frames_per_second": 1 / per_frame, "timings": seconds, "caption": text}
 
@@ -206,9 +212,48 @@ def _training_data_arguments(model_dir: str) -> dict:
         return json.load(handle).get("data", {})
 
 
-def evaluate(args) -> dict:
+def _directory(text: str) -> str:
+    """An argparse type: an existing directory."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
+    return text
+
+
+def _write_json(metrics: dict, path: str | None):
     import json
 
+    text = json.dumps(metrics, indent=2)
+    if path:
+        with open(path, "w") as handle:
+            handle.write(text + "\n")
+    print(text)
+
+
+def evaluate_video_benchmark(args) -> dict:
+    """`evaluate --benchmark`: MVBench or Video-MME from `--data_dir`, scored by likelihood and by generation."""
+    from .sample_counts import SampleCounts
+    from .video_benchmark_scoring import evaluate_benchmark
+    from .video_benchmarks import load_benchmark
+
+    counts = SampleCounts()
+    items = load_benchmark(args.benchmark, args.data_dir, subset=args.subset, counts=counts)  # checked before loading
+    model, processor = _load(args.model)
+    metrics = evaluate_benchmark(
+        model, processor, items, scoring=args.scoring, num_frames=args.num_frames, limit=args.limit, counts=counts
+    )
+    metrics.update(model=args.model, data_dir=args.data_dir, subset=args.subset)
+    metrics["num_frames"] = args.num_frames or processor.video_processor.num_frames
+    _write_json(metrics, args.json)
+    return metrics
+
+
+def evaluate(args) -> dict:
+    if args.benchmark:
+        if args.data_dir is None:
+            raise ValueError(f"--benchmark {args.benchmark} reads the benchmark from --data_dir; pass --data_dir DIR")
+        return evaluate_video_benchmark(args)
+    if args.data_dir or args.subset:
+        raise ValueError("--data_dir and --subset belong to --benchmark; --dataset streams its own data")
     from datasets_scripts.pipeline import build_dataset
 
     from .evaluation import evaluate_model
@@ -239,11 +284,7 @@ def evaluate(args) -> dict:
         metrics["task"] = task
     if args.dataset == "clutter" or task == "clutter":
         metrics["question"] = question
-    text = json.dumps(metrics, indent=2)
-    if args.json:
-        with open(args.json, "w") as handle:
-            handle.write(text + "\n")
-    print(text)
+    _write_json(metrics, args.json)
     return metrics
 
 
@@ -278,7 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate_parser = commands.add_parser("evaluate", help="held-out metrics of both passes")
     evaluate_parser.add_argument("--model", **checkpoint)
-    evaluate_parser.add_argument("--dataset", required=True, help="a dataset name (see datasets_scripts.pipeline)")
+    source = evaluate_parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="a dataset name (see datasets_scripts.pipeline)")
+    source.add_argument("--benchmark", choices=("mvbench", "videomme"), help="a video benchmark read from --data_dir")
+    evaluate_parser.add_argument(
+        "--data_dir", type=_directory, default=None, help="--benchmark: the dataset repository, downloaded"
+    )
+    evaluate_parser.add_argument(
+        "--subset", nargs="+", default=None, help="--benchmark: MVBench tasks or Video-MME durations (default: all)"
+    )
+    evaluate_parser.add_argument(
+        "--num_frames", type=_positive(int), default=None, help="--benchmark: frames per video (default: processor's)"
+    )
+    evaluate_parser.add_argument("--scoring", choices=("likelihood", "generation", "both"), default="both")
+    evaluate_parser.add_argument(
+        "--limit", type=_positive(int), default=None, help="--benchmark: score at most this many questions"
+    )
     evaluate_parser.add_argument(
         "--task", default=None, help="synthetic task: caption, clutter or global (default: the model's training task)"
     )

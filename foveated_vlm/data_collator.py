@@ -6,7 +6,10 @@ the processor's chat template (a user turn holding the prompt, then the video: s
 processor (frames, tokens, caption labels) and the target encoder, and returns exactly what
 `FoveatedVLMForConditionalGeneration.forward` takes (with `fixation_grid`, also where each clip's prompted target
 lies, for the fixation loss). Use it as the `data_collator` of a `Trainer`, with
-`remove_unused_columns=False` so the Trainer keeps the raw columns for it.
+`remove_unused_columns=False` so the Trainer keeps the raw columns for it: without it the Trainer drops every column
+the model's forward does not name, and the collator says so (a `ValueError` naming the setting) instead of a bare
+`KeyError`. Frames as `datasets`' `with_format("torch")`/`("numpy")` gives them, integer tensors or arrays (int64),
+are taken as uint8 when every value lies in 0..255; a value outside is a `ValueError` naming the sample.
 
 Text from data is never markup: the collator strips from every prompt and answer the strings that steer the model
 (the tokenizer's special tokens, `<frame>`, `<video_start>`, `<video_end>`, chat tokens such as `<|im_end|>`, and
@@ -21,11 +24,12 @@ import json
 import logging
 import re
 
+import numpy as np
 import torch
 
 from .sample_counts import SAMPLE_COUNTS_KEY, SKIPPED_FIELD, NoSamplesError, SampleCounts, reason_of
 
-__all__ = ["SkippingCollator", "VideoTextCollator", "chat_prompt", "ground_truth", "target_patches"]
+__all__ = ["SkippingCollator", "VideoTextCollator", "chat_prompt", "ground_truth", "target_patches", "uint8_frames"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +69,21 @@ def target_patches(sample, grid: int) -> torch.Tensor | None:
     return rows[:, :, None] & cols[:, None, :]
 
 
+def uint8_frames(frames, video_id="?"):
+    """`frames` as the processor takes them: integer tensors and arrays other than uint8 (`datasets`' torch and numpy
+    formats give int64) become uint8 once every value is checked to lie in 0..255; anything else is returned as is."""
+    if isinstance(frames, np.ndarray) and np.issubdtype(frames.dtype, np.integer) and frames.dtype != np.uint8:
+        frames = torch.from_numpy(frames)
+    if not isinstance(frames, torch.Tensor) or frames.dtype in (torch.uint8, torch.bool) or frames.is_floating_point():
+        return frames
+    if frames.numel() and (frames.min() < 0 or frames.max() > 255):
+        raise ValueError(
+            f"sample {video_id}: integer frames ({frames.dtype}) must lie in 0..255 to be read as uint8 pixels, got "
+            f"values from {frames.min().item()} to {frames.max().item()}"
+        )
+    return frames.to(torch.uint8)
+
+
 class VideoTextCollator:
     """Samples -> `input_ids`, `attention_mask`, `pixel_values_videos`, `labels`, `target_latents`
     (and `fixation_targets`).
@@ -102,10 +121,24 @@ class VideoTextCollator:
         """The chat-formatted turn for a prompt from data (see `plain_text` and `chat_prompt`)."""
         return chat_prompt(self.processor, self.plain_text(prompt))
 
+    def check_columns(self, samples: list[dict]) -> None:
+        """Every sample holds the columns this collator reads; a `Trainer` left at `remove_unused_columns=True`
+        drops them before they get here (they are no argument of the model's forward)."""
+        needed = ("frames", "prompt", "answer") if self.train_captions else ("frames", "prompt")
+        for sample in samples:
+            missing = [name for name in needed if name not in sample]
+            if missing:
+                raise ValueError(
+                    f"sample {sample.get('video_id', '?')} lacks {missing} (its keys: {sorted(sample)}); "
+                    f"VideoTextCollator reads the raw columns {list(needed)}. A Trainer drops every column its "
+                    "model's forward does not name: set TrainingArguments(remove_unused_columns=False)"
+                )
+
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        self.check_columns(samples)
         batch = self.processor(
             text=[self.prompt_text(sample["prompt"]) for sample in samples],
-            videos=[sample["frames"] for sample in samples],
+            videos=[uint8_frames(sample["frames"], sample.get("video_id", "?")) for sample in samples],
             answers=[self.plain_text(sample["answer"]) for sample in samples] if self.train_captions else None,
             return_target_frames=self.target_encoder is not None,
         )

@@ -5,9 +5,11 @@ Metrics (keys of `foveated-vlm evaluate --json`):
   caption_loss_fine / caption_loss_coarse / caption_ratio   caption cross-entropy (per token, mean over videos)
   fixation_entropy_fine / fixation_entropy_coarse      nats over the patch grid (uniform = log(patches))
   psnr_fine / psnr_coarse, ssim_fine / ssim_coarse     predicted frames against the real ones, when predictions
-                                                       are pictures (pixel targets) or a VAE decodes them
-  caption_bleu / caption_rouge_l                       captions the fine stream generates against the references
-                                                       (corpus BLEU-4, ROUGE-L F1; a local `evaluate` module)
+                                                       are pictures (pixel targets) or a VAE decodes them (SSIM:
+                                                       torchmetrics', frames of 6 px a side or more)
+  caption_bleu / caption_rouge_l                       captions the fine stream generates against the references:
+                                                       sacrebleu's corpus BLEU-4 (defaults, 13a, exp smoothing) / 100
+                                                       and rouge-score's ROUGE-L F1 unstemmed (`metrics/caption_scores`)
   accuracy_fine / accuracy_coarse                      fraction right, where samples define an answer among choices:
                                                        each pass picks the choice it gives the lowest loss
   caption_loss_other_video                             fine caption loss with each text paired with another video
@@ -53,22 +55,28 @@ def _psnr(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
 
 
-def _ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SSIM per frame (Wang et al. 2004, Gaussian window), pictures in [-1, 1]: `[..., 3, H, W]` -> `[...]`."""
+def _ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """SSIM per frame, pictures in [-1, 1]: `[..., 3, H, W]` -> `[...]`; None for frames under 6 px a side.
+
+    torchmetrics' SSIM (Wang et al. 2004: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data range 2 with both
+    pictures clamped to [-1, 1]): the mean over every pixel of the frame, the border windows reflection-padded.
+    Its 11-px window pads 5 px a side, which a smaller frame cannot reflect.
+    """
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     leading, (channels, height, width) = prediction.shape[:-3], prediction.shape[-3:]
-    x = prediction.float().clamp(-1, 1).reshape(-1, channels, height, width)
-    y = target.float().reshape(-1, channels, height, width)
-    size = min(11, height, width)
-    offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    gauss = torch.exp(-(offsets**2) / (2 * 1.5**2))
-    window = (gauss[:, None] * gauss[None, :] / gauss.sum() ** 2).expand(channels, 1, size, size)
-    blur = lambda image: F.conv2d(image, window, groups=channels)  # noqa: E731
-    mean_x, mean_y = blur(x), blur(y)
-    var_x, var_y = blur(x * x) - mean_x**2, blur(y * y) - mean_y**2
-    covariance = blur(x * y) - mean_x * mean_y
-    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2  # dynamic range 2
-    ssim = ((2 * mean_x * mean_y + c1) * (2 * covariance + c2)) / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
-    return ssim.flatten(1).mean(1).reshape(leading)
+    if min(height, width) < 6:
+        return None
+    scores = structural_similarity_index_measure(
+        prediction.float().reshape(-1, channels, height, width),
+        target.float().reshape(-1, channels, height, width),
+        gaussian_kernel=True,
+        sigma=1.5,
+        kernel_size=11,
+        data_range=(-1.0, 1.0),
+        reduction="none",
+    )  # [N]
+    return scores.reshape(leading)
 
 
 def _generate(model, processor, samples, max_new_tokens: int) -> list[str]:
@@ -151,7 +159,8 @@ def evaluate_model(
                 if picture_targets:
                     pictures = target_encoder.decode(predicted), target_encoder.decode(batch["target_latents"])
                     add(f"psnr_{name}", _psnr(*pictures).mean(1))
-                    add(f"ssim_{name}", _ssim(*pictures).mean(1))
+                    if (ssim := _ssim(*pictures)) is not None:
+                        add(f"ssim_{name}", ssim.mean(1))
         if len(chunk) > 1:  # does the model read the video? the same texts with the batch's videos rotated by one
             rotated = model.model(
                 input_ids=batch["input_ids"],

@@ -43,7 +43,14 @@ __all__ = [
     "FoveatedVLMModelOutput",
     "FoveatedVLMOutput",
     "VIDEO_TOKENS",
+    "AUTO_MODEL_CLASSES",
 ]
+
+# The Auto classes that load the generation model: the package registers it with each, and a saved checkpoint names
+# it for each in `auto_map`, so remote-code users of any of them get it. `AutoModelForImageTextToText` is llava's
+# loading path (and `pipeline("image-text-to-text")`'s), `AutoModelForMultimodalLM` is `pipeline("any-to-any")`'s;
+# `AutoModel` stays for code that loaded checkpoints through it before.
+AUTO_MODEL_CLASSES = ("AutoModel", "AutoModelForImageTextToText", "AutoModelForMultimodalLM")
 
 # Text of the special tokens; `<video>` is the user-facing placeholder the processor expands into them.
 VIDEO_TOKENS = {"video_start": "<video_start>", "frame": "<frame>", "video_end": "<video_end>"}
@@ -278,9 +285,14 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         past_key_values=None,
         use_cache: bool | None = None,
         output_attentions: bool = False,
+        vision_cache: VisionKVCache | None = None,
         **kwargs,
     ) -> FoveatedVLMModelOutput:
-        """Both passes over `[B, T, 3, H, W]` videos (see the module docstring); text only without a video."""
+        """Both passes over `[B, T, 3, H, W]` videos (see the module docstring); text only without a video.
+
+        `vision_cache`: the patch pass of these B*T frames, already run (`foveated_encoder.encode_patches`), so that
+        scoring several answers to one video runs the vision model once (`video_benchmark_scoring`).
+        """
         if input_ids is None:
             raise ValueError("input_ids is required: it carries the video placeholders")
         if position_ids is None and attention_mask is not None and past_key_values is None:
@@ -308,7 +320,16 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         # The entropy-margin regulariser needs both passes' fixations.
         output_attentions = output_attentions or self.config.entropy_margin_loss_weight > 0
         # One patch pass for all B*T frames; both passes read its cached keys/values.
-        _, cache = self.foveated_encoder.encode_patches(pixel_values_videos.flatten(0, 1), return_patch_states=False)
+        if vision_cache is None:
+            _, cache = self.foveated_encoder.encode_patches(
+                pixel_values_videos.flatten(0, 1), return_patch_states=False
+            )
+        elif vision_cache.num_frames != batch * frames:
+            raise ValueError(
+                f"vision_cache holds {vision_cache.num_frames} frames but pixel_values_videos has {batch}x{frames}"
+            )
+        else:
+            cache = vision_cache
 
         # Pass 1 (coarse): the static queries on every frame; the language model plans the next query.
         static = self.static_queries.expand(batch, frames, -1, -1)  # [B, T, K, qd]
@@ -356,6 +377,17 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         # Stands in for "target -1": what the first frame is predicted from (proposal §6.3).
         self.initial_latent = nn.Parameter(torch.zeros(config.target_channels, config.target_size, config.target_size))
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers writes one `auto_map` entry per model class (the one of `register_for_auto_class`); name this
+        class for every one of `AUTO_MODEL_CLASSES` too, so each loads the checkpoint with `trust_remote_code`."""
+        if self.is_remote_code():
+            name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                **dict.fromkeys(AUTO_MODEL_CLASSES, name),
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @property
     def foveated_encoder(self) -> FoveatedEncoder:

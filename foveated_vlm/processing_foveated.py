@@ -11,7 +11,11 @@ and a `BatchFeature` out. Captions are supervised with `answers=`: each answer (
 appended to its prompt and only those tokens get labels; everything else is -100. The chat template is
 SmolLM2-Instruct's (`<|im_start|>role\\n...<|im_end|>\\n`) where a `{"type": "video"}` content item renders as
 `<video>` (text and video are the only content items: any other, such as `{"type": "image"}`, is an error rather
-than silently left out of the prompt):
+than silently left out of the prompt). A turn's text is rendered before its video, the order the model was trained
+on, even when the video item comes first (SmolVLM2's habit; a warning says so). Call options are transformers'
+(`FoveatedProcessingKwargs`: `padding`, `truncation`, `max_length`, `num_frames`, ..., flat or in `text_kwargs` /
+`videos_kwargs`, see `processing_kwargs`), and batches pad on the left unless the tokenizer says otherwise, so that
+batched generation continues every prompt at its end:
 
     prompt = processor.apply_chat_template(  # the prompt before the video: queries are planned from what precedes
         [{"role": "user", "content": [{"type": "text", "text": "Describe the video."}, {"type": "video"}]}],
@@ -21,13 +25,17 @@ than silently left out of the prompt):
     batch = processor(text=[prompt], videos=["clip.mp4"])                                  # generation
 """
 
+import inspect
 import reprlib
+import warnings
+from typing import Unpack
 
 from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from .modeling_foveated import VIDEO_TOKENS
+from .processing_kwargs import FoveatedProcessingKwargs, TextLayout, accepted_keywords, pad_rows, truncate_rows
 from .video_processing_foveated import FoveatedVideoProcessor, make_video_list
 
 __all__ = ["FoveatedVLMProcessor", "expand_video_placeholders", "CHAT_TEMPLATE", "VIDEO_PLACEHOLDER"]
@@ -36,21 +44,30 @@ VIDEO_PLACEHOLDER = "<video>"
 IGNORE_INDEX = -100  # positions the caption loss skips
 CONTENT_TYPES = ("text", "video")  # the chat content items the template renders; it would drop any other silently
 
-# SmolLM2-135M-Instruct's template (with its default system prompt), extended with list contents whose
-# `{"type": "video"}` items become the placeholder; an item followed by more content ends its line.
+# SmolLM2-135M-Instruct's template (with its default system prompt), extended with list contents. A turn's text items
+# come first, each on its own line, then one `<video>` per video item, whatever order the items were written in: the
+# model was trained on the prompt before the video (the hidden states that plan where to look read only what precedes
+# them), so SmolVLM2's habit of writing the video first still gives the trained layout. Assistant turns are marked
+# with `{% generation %}` for `return_assistant_tokens_mask=True`.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
     "{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'video' %}{{ '<video>' }}{% if not loop.last %}{{ '\n' }}{% endif %}"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% if not loop.last %}{{ '\n' }}{% endif %}"
+    "{% set content = message['content'] if message['content'] is defined else '' %}"
+    "{% if content is string %}{% set body = content %}"
+    "{% else %}"
+    "{% set items = namespace(texts=[], videos=[]) %}"
+    "{% for item in content %}"
+    "{% if item['type'] == 'text' %}{% set items.texts = items.texts + [item['text']] %}"
+    "{% elif item['type'] == 'video' %}{% set items.videos = items.videos + ['<video>'] %}{% endif %}"
+    "{% endfor %}"
+    "{% set body = (items.texts + items.videos) | join('\n') %}"
     "{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ body + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}{{ body + '<|im_end|>\n' }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
@@ -65,6 +82,13 @@ def expand_video_placeholders(
     place the video's token layout is written; the model checks the same count (T*K frame tokens after each
     `<video_start>`) and raises when it differs.
     """
+    return expand_with_offsets(text, num_frames, tokens_per_frame, placeholder)[0]
+
+
+def expand_with_offsets(text: str, num_frames, tokens_per_frame: int = 1, placeholder: str = VIDEO_PLACEHOLDER):
+    """`expand_video_placeholders`, and where each placeholder went: one dict per placeholder in transformers'
+    `text_replacement_offsets` form (`span` in `text`, `new_span` in the expanded text, character offsets), which
+    `apply_chat_template(return_assistant_tokens_mask=True)` needs to map the template's spans onto tokens."""
     pieces = text.split(placeholder)
     counts = [num_frames] * (len(pieces) - 1) if isinstance(num_frames, int) else list(num_frames)
     if len(counts) != len(pieces) - 1:
@@ -73,11 +97,24 @@ def expand_video_placeholders(
         )
     if tokens_per_frame < 1 or any(count < 1 for count in counts):
         raise ValueError(f"need frame counts >= 1 and tokens_per_frame >= 1; got {counts} and {tokens_per_frame}")
-    expanded = [pieces[0]]
+    expanded, offsets = [pieces[0]], []
+    old_at = new_at = len(pieces[0])  # where the next placeholder starts, in `text` and in the expanded text
     for count, piece in zip(counts, pieces[1:], strict=True):
         frames = VIDEO_TOKENS["frame"] * (count * tokens_per_frame)
-        expanded += [VIDEO_TOKENS["video_start"], frames, VIDEO_TOKENS["video_end"], piece]
-    return "".join(expanded)
+        block = VIDEO_TOKENS["video_start"] + frames + VIDEO_TOKENS["video_end"]
+        offsets.append(
+            {
+                "type": "video",
+                "span": (old_at, old_at + len(placeholder)),
+                "new_span": (new_at, new_at + len(block)),
+                "text": placeholder,
+                "replacement": block,
+            }
+        )
+        expanded += [block, piece]
+        old_at += len(placeholder) + len(piece)
+        new_at += len(block) + len(piece)
+    return "".join(expanded), offsets
 
 
 def _describe(value) -> str:
@@ -126,6 +163,28 @@ def check_conversations(conversation) -> None:
                     )
 
 
+def use_padding_side(tokenizer, side: str) -> None:
+    """Pad on `side` from now on, and in the `tokenizer_config.json` that `save_pretrained` writes (which records the
+    tokenizer's init kwargs, not its attributes)."""
+    tokenizer.padding_side = side
+    tokenizer.init_kwargs["padding_side"] = side
+
+
+def video_before_text(conversation) -> bool:
+    """Whether a turn of a (checked) conversation, or of any conversation in a batch, writes a video item before a
+    text item: the chat template renders the text first all the same (see `CHAT_TEMPLATE`)."""
+    batched = isinstance(conversation[0], (list, tuple))
+    for messages in conversation if batched else [conversation]:
+        for message in messages:
+            content = message.get("content")
+            if not isinstance(content, (list, tuple)):
+                continue
+            kinds = [item["type"] for item in content]
+            if "video" in kinds and "text" in kinds[kinds.index("video") :]:
+                return True
+    return False
+
+
 class FoveatedVLMProcessor(ProcessorMixin):
     r"""
     Wraps a [`FoveatedVideoProcessor`] and a tokenizer into one processor.
@@ -140,7 +199,18 @@ class FoveatedVLMProcessor(ProcessorMixin):
         chat_template (`str`, *optional*): a Jinja template; defaults to SmolLM2-Instruct's with video items.
         tokens_per_frame (`int`, defaults to 1): K, the visual tokens per frame (the model's `tokens_per_frame`).
         video_token (`str`, defaults to `"<video>"`): the placeholder users write where a video goes.
+
+    Batches are padded on the tokenizer's `padding_side`, which creating the processor sets to `"left"` unless the
+    tokenizer was given one explicitly (`padding_side=` or a saved `tokenizer_config.json` that names it), and which
+    is saved with the processor: generation continues every row at the end, so a prompt padded on the right would be
+    continued after its padding. Training batches may pad on either side; the model gives the same losses.
     """
+
+    valid_processor_kwargs = FoveatedProcessingKwargs
+    # The defaults `_merge_kwargs` starts from (transformers' processor-attribute defaults): pad to the longest row and
+    # return tensors, as the processor always did.
+    text_kwargs = {"padding": "longest", "return_tensors": "pt"}
+    videos_kwargs = {"return_tensors": "pt"}
 
     def __init__(
         self,
@@ -155,6 +225,8 @@ class FoveatedVLMProcessor(ProcessorMixin):
         self.tokens_per_frame = tokens_per_frame
         self.video_token = video_token
         super().__init__(video_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
+        if "padding_side" not in tokenizer.init_kwargs:  # no explicit choice: pad for generation, and save that
+            use_padding_side(tokenizer, "left")
         tokenizer.add_tokens(list(VIDEO_TOKENS.values()), special_tokens=True)
         ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in VIDEO_TOKENS.items()}
         self.video_start_token_id, self.frame_token_id, self.video_end_token_id = (
@@ -177,8 +249,10 @@ class FoveatedVLMProcessor(ProcessorMixin):
         """Build a processor around a language model's tokenizer.
 
         With a model `config`, the frame size and K come from it and the token ids are checked against it.
-        `video_kwargs` go to [`FoveatedVideoProcessor`] (`num_frames`, `fps`, `resize_mode`, ...).
+        `video_kwargs` go to [`FoveatedVideoProcessor`] (`num_frames`, `fps`, `resize_mode`, ...). The tokenizer is
+        set to pad on the left, whatever it was loaded with: this processor is the model's, and the model generates.
         """
+        use_padding_side(tokenizer, "left")
         if config is not None:
             video_kwargs.setdefault("size", config.frame_size)
             tokens_per_frame = tokens_per_frame or config.tokens_per_frame
@@ -216,18 +290,11 @@ class FoveatedVLMProcessor(ProcessorMixin):
         text: str | list[str] | None = None,
         videos=None,
         answers: str | list[str] | None = None,
-        num_frames: int | None = None,
-        fps: float | None = None,
-        max_frames: int | None = None,
-        return_target_frames: bool = False,
-        return_metadata: bool = False,
-        add_special_tokens: bool = True,
-        return_tensors: str | None = "pt",
         images=None,
         audio=None,
-        do_sample_frames: bool = True,
+        **kwargs: Unpack[FoveatedProcessingKwargs],
     ) -> BatchFeature:
-        """Tokenise prompts, expand each `<video>`, prepare the videos and pad the batch.
+        """Tokenise prompts, expand each `<video>`, prepare the videos, truncate and pad the batch.
 
         Args:
             text: a prompt or a non-empty list of prompts (strings). With videos, each prompt holds exactly one
@@ -236,61 +303,125 @@ class FoveatedVLMProcessor(ProcessorMixin):
             answers: one caption or answer per prompt, appended after it with the end-of-sequence token; `labels`
                 then hold their ids and -100 everywhere else (prompt, video tokens, padding). The prompt and the
                 answer are tokenised separately, exactly as generation will see the prompt.
-            num_frames, fps, max_frames: frame sampling, overriding the video processor's settings.
-            return_target_frames: also return `target_frames` `[B, T, 3, H, W]` in [-1, 1] for the targets.
-            return_metadata: also return the sampled `frame_indices` and `timestamps` (seconds) per video.
-            add_special_tokens: passed to the tokenizer for the prompts.
-            return_tensors: `"pt"` (default) or `None` for lists.
-            images, audio, do_sample_frames: accepted for `apply_chat_template(tokenize=True)`; only videos are
-                read and frames are always sampled.
+            images, audio: accepted for `apply_chat_template(tokenize=True)`; only videos are read.
+            kwargs: transformers' processor options (`FoveatedProcessingKwargs`), flat or grouped in `text_kwargs` /
+                `videos_kwargs`:
+                - video: `num_frames`, `fps`, `max_frames` (sampling, overriding the video processor's settings),
+                  `return_target_frames` (also `target_frames` `[B, T, 3, H, W]` in [-1, 1] for the targets),
+                  `return_metadata` (also the sampled `frame_indices` and `timestamps`, seconds, per video), and the
+                  video processor's other call options; `do_sample_frames=False` is refused (frames are always
+                  sampled);
+                - text: `padding` (`True`/`"longest"`, the default; `"max_length"`; `False`), `padding_side`
+                  (defaults to the tokenizer's), `truncation` with `max_length` (cuts the text on the tokenizer's
+                  `truncation_side`, never the video's tokens: a row whose video would be cut is an error),
+                  `pad_to_multiple_of`, `add_special_tokens`, `return_attention_mask`, `return_offsets_mapping`,
+                  `return_mm_token_type_ids` (2 on video tokens, 0 on text), `return_text_replacement_offsets`;
+                - `return_tensors`: `"pt"` (default) or `None` for lists.
 
         Returns:
-            `BatchFeature` with `input_ids`, `attention_mask` (padded on the tokenizer's `padding_side`, with its pad
-            token or else its end-of-sequence token), `pixel_values_videos` `[B, T, 3, H, W]` when videos are
-            given, and `labels` when answers are.
+            `BatchFeature` with `input_ids`, `attention_mask` (with the tokenizer's pad token or else its
+            end-of-sequence token), `pixel_values_videos` `[B, T, 3, H, W]` when videos are given, and `labels` when
+            answers are.
         """
         if images is not None or audio is not None:
             raise ValueError(f"{type(self).__name__} reads videos only; got images or audio")
-        if not do_sample_frames:
-            raise ValueError("the foveated processor always samples frames; set num_frames or fps instead")
+        unknown = sorted(set(kwargs) - accepted_keywords(self.video_processor))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}.__call__() got unexpected keyword arguments {unknown}; it takes text, videos, "
+                "answers and transformers' processor options (text_kwargs / videos_kwargs keys)"
+            )
         if text is None and videos is None:
             raise ValueError("pass text, videos or both")
         if answers is not None and text is None:
             raise ValueError("answers were given without text: each answer follows its prompt")
+        options = self._merge_kwargs(
+            FoveatedProcessingKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
+        text_kwargs, videos_kwargs = options["text_kwargs"], options["videos_kwargs"]
+        return_tensors = (text_kwargs if text is not None else videos_kwargs).get("return_tensors")
+        layout = TextLayout.from_text_kwargs(text_kwargs, self.tokenizer)  # checked before any video is decoded
         video_list = make_video_list(videos) if videos is not None else []
-        if text is not None:  # checked before any video is decoded
+        if text is not None:
             texts, answers = self._check_text(text, answers, len(video_list))
         data = {}
         frame_counts = []  # T of each video, in order
         if video_list:
-            video_inputs = self.video_processor(
-                video_list,
-                num_frames=num_frames,
-                fps=fps,
-                max_frames=max_frames,
-                return_target_frames=return_target_frames,
-                return_tensors=return_tensors,
-            )
-            if not return_metadata:
-                video_inputs.pop("frame_indices")
-                video_inputs.pop("timestamps")
-            data.update(video_inputs)
-            frame_counts = [len(frames) for frames in video_inputs["pixel_values_videos"]]
+            data.update(self._process_video_list(video_list, videos_kwargs))
+            frame_counts = [len(frames) for frames in data["pixel_values_videos"]]
         if text is None:
             return BatchFeature(data, tensor_type=return_tensors)
 
         # One video per prompt, or none at all: the i-th prompt's <video> is the i-th video.
         per_prompt = [[count] for count in frame_counts] if video_list else [[]] * len(texts)
-        expanded = [
-            expand_video_placeholders(sample, counts, self.tokens_per_frame, self.video_token)
-            for sample, counts in zip(texts, per_prompt, strict=True)
-        ]
-        input_ids = self.tokenizer(expanded, add_special_tokens=add_special_tokens)["input_ids"]
-        labels = None
+        expanded, offsets = zip(
+            *(
+                expand_with_offsets(sample, counts, self.tokens_per_frame, self.video_token)
+                for sample, counts in zip(texts, per_prompt, strict=True)
+            ),
+            strict=True,
+        )
+        rows = self._token_rows(list(expanded), answers, layout, options["return_mm_token_type_ids"])
+        videos_at = [self._video_block(row["input_ids"]) for row in rows]
+        truncate_rows(rows, videos_at, layout)
+        data.update(pad_rows(rows, self._pad_values(rows, layout), layout))
+        if options["return_text_replacement_offsets"]:
+            data["text_replacement_offsets"] = list(offsets)
+        return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
+
+    def _process_video_list(self, video_list: list, videos_kwargs: dict) -> dict:
+        """Run the video processor with the merged video options it takes; refuse any other that is set."""
+        videos_kwargs = dict(videos_kwargs)
+        if videos_kwargs.pop("do_sample_frames", None) is False:
+            raise ValueError("the foveated processor always samples frames; set num_frames or fps instead")
+        return_metadata = videos_kwargs.pop("return_metadata", False)
+        accepted = set(inspect.signature(self.video_processor.preprocess).parameters) - {"videos"}
+        unsupported = {key: value for key, value in videos_kwargs.items() if key not in accepted and value is not None}
+        if unsupported:
+            raise ValueError(
+                f"video options {reprlib.repr(unsupported)} are not supported by {type(self.video_processor).__name__}"
+                f"; it takes {sorted(accepted)} (and return_metadata, do_sample_frames)"
+            )
+        video_inputs = self.video_processor(
+            video_list, **{key: value for key, value in videos_kwargs.items() if key in accepted}
+        )
+        if not return_metadata:
+            video_inputs.pop("frame_indices")
+            video_inputs.pop("timestamps")
+        return dict(video_inputs)
+
+    def _token_rows(self, texts: list[str], answers, layout: TextLayout, mm_token_types: bool) -> list[dict]:
+        """Per prompt, its per-token lists: `input_ids` (prompt, then answer and eos), `labels` (with answers),
+        `offset_mapping` (on request; answer offsets continue after the prompt's text) and `mm_token_type_ids`."""
+        encoded = self.tokenizer(
+            texts, add_special_tokens=layout.add_special_tokens, return_offsets_mapping=layout.return_offsets_mapping
+        )
+        rows = [{"input_ids": ids} for ids in encoded["input_ids"]]
+        if layout.return_offsets_mapping:
+            for row, spans in zip(rows, encoded["offset_mapping"], strict=True):
+                row["offset_mapping"] = [tuple(span) for span in spans]
         if answers is not None:
-            input_ids, labels = self._append_answers(input_ids, answers)
-        data.update(self._pad(input_ids, labels))
-        return BatchFeature(data, tensor_type=return_tensors)
+            self._append_answers(rows, texts, answers, layout.return_offsets_mapping)
+        if mm_token_types:
+            video_ids = {self.video_start_token_id, self.frame_token_id, self.video_end_token_id}
+            for row in rows:  # transformers' modality types: 0 text, 2 video
+                row["mm_token_type_ids"] = [2 if token in video_ids else 0 for token in row["input_ids"]]
+        return rows
+
+    def _video_block(self, ids: list[int]) -> tuple[int, int] | None:
+        """First and last index of the row's video tokens (`<video_start>` .. `<video_end>`), or None."""
+        if self.video_start_token_id not in ids:
+            return None
+        return ids.index(self.video_start_token_id), len(ids) - 1 - ids[::-1].index(self.video_end_token_id)
+
+    def _pad_values(self, rows: list[dict], layout: TextLayout) -> dict:
+        """What each per-token list is padded with; the pad token falls back to eos."""
+        tokenizer = self.tokenizer
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        lengths = {len(row["input_ids"]) for row in rows}
+        if pad_id is None and layout.padding != "do_not_pad" and (len(lengths) > 1 or layout.padding == "max_length"):
+            raise ValueError("sequences need padding but the tokenizer has neither a pad nor an eos token")
+        return {"input_ids": pad_id, "labels": IGNORE_INDEX, "offset_mapping": (0, 0), "mm_token_type_ids": 0}
 
     def _check_text(self, text, answers, num_videos: int) -> tuple[list[str], list[str] | None]:
         """Prompts and answers as lists of strings, one answer per prompt and each prompt holding one `<video>` when
@@ -317,41 +448,35 @@ class FoveatedVLMProcessor(ProcessorMixin):
 
     def apply_chat_template(self, conversation, *args, **kwargs):
         """`ProcessorMixin.apply_chat_template`, refusing content items the template cannot render (see
-        `check_conversations`): only `{"type": "text", "text": ...}` and `{"type": "video", ...}` items."""
+        `check_conversations`): only `{"type": "text", "text": ...}` and `{"type": "video", ...}` items.
+
+        A turn's text is rendered before its video whatever the order of its items (the order the model was
+        trained on); a video item written before a text item (SmolVLM2's habit) warns once that it was moved.
+        `return_assistant_tokens_mask=True` (with `tokenize=True, return_dict=True`) marks the assistant turns.
+        """
         check_conversations(conversation)
+        if video_before_text(conversation):
+            warnings.warn(
+                "a chat turn lists a video item before its text: the foveated model reads the text first (the prompt "
+                "steers where it looks), so the chat template puts the text before the video",
+                UserWarning,
+                stacklevel=2,
+            )
         return super().apply_chat_template(conversation, *args, **kwargs)
 
-    def _append_answers(self, prompt_ids: list[list[int]], answers: list[str]):
-        """Prompt ids + answer ids + eos; labels supervise the answer and eos only."""
+    def _append_answers(self, rows: list[dict], texts: list[str], answers: list[str], offsets: bool) -> None:
+        """Each row: prompt ids + answer ids + eos, in place; labels supervise the answer and eos only."""
         eos = self.tokenizer.eos_token_id
         if eos is None:
             raise ValueError("the tokenizer has no eos_token, which ends every answer; set tokenizer.eos_token")
-        answer_ids = self.tokenizer(answers, add_special_tokens=False)["input_ids"]
-        input_ids, labels = [], []
-        for prompt, answer in zip(prompt_ids, answer_ids, strict=True):
-            input_ids.append(prompt + answer + [eos])
-            labels.append([IGNORE_INDEX] * len(prompt) + answer + [eos])
-        return input_ids, labels
-
-    def _pad(self, input_ids: list[list[int]], labels: list[list[int]] | None) -> dict:
-        """Pad to the longest sequence on the tokenizer's side; the pad token falls back to eos."""
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        longest = max(len(ids) for ids in input_ids)
-        if pad_id is None and any(len(ids) < longest for ids in input_ids):
-            raise ValueError("sequences differ in length but the tokenizer has neither a pad nor an eos token")
-        left = self.tokenizer.padding_side == "left"
-
-        def pad(sequence, value):
-            filler = [value] * (longest - len(sequence))
-            return filler + sequence if left else sequence + filler
-
-        padded = {
-            "input_ids": [pad(ids, pad_id) for ids in input_ids],
-            "attention_mask": [pad([1] * len(ids), 0) for ids in input_ids],
-        }
-        if labels is not None:
-            padded["labels"] = [pad(sequence, IGNORE_INDEX) for sequence in labels]
-        return padded
+        encoded = self.tokenizer(answers, add_special_tokens=False, return_offsets_mapping=offsets)
+        for index, (row, answer) in enumerate(zip(rows, encoded["input_ids"], strict=True)):
+            row["labels"] = [IGNORE_INDEX] * len(row["input_ids"]) + answer + [eos]
+            row["input_ids"] = row["input_ids"] + answer + [eos]
+            if offsets:  # the answer's characters follow the prompt's; eos stands for no text
+                shift = len(texts[index])
+                spans = [(start + shift, end + shift) for start, end in encoded["offset_mapping"][index]]
+                row["offset_mapping"] = row["offset_mapping"] + spans + [(0, 0)]
 
     @property
     def model_input_names(self) -> list[str]:

@@ -21,12 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
 from .data_collator import VideoTextCollator
-from .visualize import overlay_fixation, panel, save_gif, to_uint8_image
+from .visualize import fixation_cell, save_gif, titled_panel, to_uint8_image
 
-__all__ = ["fixation_figures", "loss_curves", "write_model_card", "find_template", "LABEL_WIDTH", "GAP"]
+__all__ = [
+    "fixation_figures",
+    "loss_curves",
+    "tensorboard_logging_dir",
+    "log_figures_to_tensorboard",
+    "write_model_card",
+    "find_template",
+    "LABEL_WIDTH",
+    "GAP",
+]
 
 LABEL_WIDTH = 150  # px of row labels left of the fixation grid
 GAP = 2  # px of white after every cell of the grid, so neighbouring frames stay apart
@@ -72,7 +82,9 @@ def fixation_figures(model, processor, samples, output_dir, target_encoder=None,
     the static (coarse) query's fixation, the planned (fine) query's fixation and, with a `target_encoder`, the
     target of frame t and the model's prediction of it (from frames < t and target t-1), both decoded, so each
     prediction sits under the frame it predicts. `figures/fixations_{i:02d}.gif` shows the same cells of one
-    frame side by side, one GIF frame per video frame. Returns the written paths, PNG then GIF per video.
+    frame side by side under their titles ("frame t/T", "static query", ...), with the prompt beneath, one GIF
+    frame per video frame. A fixation cell whose map is uniform says so ("attention ~uniform"), as its tint is
+    then blank. Returns the written paths, PNG then GIF per video.
     """
     samples = list(itertools.islice(samples, num_videos))
     if not samples:
@@ -94,6 +106,7 @@ def fixation_figures(model, processor, samples, output_dir, target_encoder=None,
         model.train(was_training)
     coarse, fine = out.fixations_coarse.float().cpu(), out.fixations_fine.float().cpu()  # [B, T, K, gh, gw]
     labels = ["frame", "static query\n(coarse)", "planned query\n(fine)"]
+    titles = ["static query", "planned query"]  # the GIF's panel titles after the frame's
     decoded = None
     if target_encoder is not None:
         # Both rows through the same decoder, so a blurry picture is the prediction's fault, not the decoder's.
@@ -102,6 +115,7 @@ def fixation_figures(model, processor, samples, output_dir, target_encoder=None,
             for latents in (inputs["target_latents"], out.predicted_latents)
         ]
         labels += ["target t\n(decoded)", "predicted t\nfrom frames < t"]
+        titles += ["target (decoded)", "predicted frame"]
 
     directory = Path(output_dir) / "figures"
     directory.mkdir(parents=True, exist_ok=True)
@@ -110,37 +124,44 @@ def fixation_figures(model, processor, samples, output_dir, target_encoder=None,
     for b in range(len(samples)):
         images = [to_uint8_image(frame) for frame in frames[b]]  # T x [H, W, 3]
         rows = [
-            images,
-            [overlay_fixation(image, fixation) for image, fixation in zip(images, coarse[b], strict=True)],
-            [overlay_fixation(image, fixation) for image, fixation in zip(images, fine[b], strict=True)],
+            _cells(images, cell),
+            [fixation_cell(image, fixation, cell) for image, fixation in zip(images, coarse[b], strict=True)],
+            [fixation_cell(image, fixation, cell) for image, fixation in zip(images, fine[b], strict=True)],
         ]
-        if decoded is not None:
-            rows += [[to_uint8_image(picture) for picture in pictures[b]] for pictures in decoded]  # [3, h, w] each
-        rows = [_cells(row, cell) for row in rows]
+        if decoded is not None:  # [3, h, w] pictures, each scaled to a cell
+            rows += [_cells([to_uint8_image(picture) for picture in pictures[b]], cell) for pictures in decoded]
         png, gif = directory / f"fixations_{b:02d}.png", directory / f"fixations_{b:02d}.gif"
         _grid(rows, [_prompt_label(samples[b]["prompt"], cell), *labels[1:]], cell).save(png)
-        save_gif([panel(list(column), height=cell) for column in zip(*rows, strict=True)], str(gif), fps=2)
+        columns = [
+            titled_panel(
+                list(column), [f"frame {t + 1}/{len(images)}", *titles], caption=f"prompt: {samples[b]['prompt']}"
+            )
+            for t, column in enumerate(zip(*rows, strict=True))
+        ]
+        save_gif(columns, str(gif), fps=2)
         paths += [str(png), str(gif)]
     return paths
 
 
 # ------------------------------------------------------------------------------------------------ curves
-# Panels: title, y label, log scale (losses fall over decades), a reference line, and the series (log key, legend).
+# Panels: title, y label, y axis ("loss": from 0, log once the values span a decade; "ratio": around the values;
+# "entropy": from 0 to above uniform), a reference line ("uniform": log of the patch count, known only from
+# `num_patches`), and the series (log key, legend).
 _PANELS = [
-    ("next-frame reconstruction", "MSE", True, None, [("loss_fine", "fine"), ("loss_coarse", "coarse")]),
-    ("caption", "cross-entropy", True, None, [("caption_loss_fine", "fine"), ("caption_loss_coarse", "coarse")]),
+    ("next-frame reconstruction", "MSE", "loss", None, [("loss_fine", "fine"), ("loss_coarse", "coarse")]),
+    ("caption", "cross-entropy", "loss", None, [("caption_loss_fine", "fine"), ("caption_loss_coarse", "coarse")]),
     (
         "coarse / fine (above 1: looking helped)",
         "ratio",
-        False,
+        "ratio",
         1.0,
         [("ratio", "reconstruction"), ("caption_ratio", "caption")],
     ),
     (
         "fixation entropy",
         "nats",
-        False,
-        None,
+        "entropy",
+        "uniform",
         [("fixation_entropy_fine", "fine"), ("fixation_entropy_coarse", "coarse")],
     ),
 ]
@@ -153,43 +174,123 @@ def _series(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [step for step, _ in points], [value for _, value in points]
 
 
-def loss_curves(log_history: list[dict], path) -> str | None:
+def _reference(reference, num_patches: int | None) -> tuple[float, str] | None:
+    """A panel's reference line as (value, legend), or None where it has none (or its patch count is unknown)."""
+    if reference == "uniform":
+        if num_patches is None:
+            return None
+        return math.log(num_patches), f"uniform over {num_patches} patches (log {num_patches})"
+    return None if reference is None else (reference, f"{reference:g}: no difference")
+
+
+def _scale_y(axes, y_axis: str, values: list[float], reference: tuple[float, str] | None) -> None:
+    """Y limits that show a few nearly equal values (a short run) as what they are, not magnified noise."""
+    if y_axis == "loss" and min(values) > 0 and max(values) > 10 * min(values):
+        axes.set_yscale("log")  # losses that fell over decades
+        return
+    axes.ticklabel_format(axis="y", useOffset=False)  # "+4.158" offsets hide the values themselves
+    if y_axis == "loss":  # from 0, with room above the highest marker
+        axes.set_ylim(0, 1.1 * max(values) if max(values) > 0 else 1)
+    elif y_axis == "entropy":  # from "looks at one patch" (0) to beyond uniform (the reference)
+        top = max(values + ([reference[0]] if reference else []))
+        axes.set_ylim(0, 1.1 * top if top > 0 else 1)
+
+
+def loss_curves(log_history: list[dict], path, num_patches: int | None = None) -> str | None:
     """Plot the fine and coarse losses, their ratios and fixation entropies over steps to a PNG at `path`.
 
     `log_history` is the Trainer's (`trainer.state.log_history`): training entries carry `loss_fine`, ...;
-    evaluation entries the same keys with an `eval_` prefix, drawn dashed with markers. Panels without data
-    (no captions trained, no evaluation) are left out. Returns `path`, or None when nothing was logged (a run
-    shorter than `logging_steps`), so a finished training run never fails over its figure.
+    evaluation entries the same keys with an `eval_` prefix, drawn dashed. Every logged point has a marker, so a
+    run that logged once or twice still shows its values. `num_patches` (patches per frame) draws the entropy of
+    uniform attention, log(num_patches), on the entropy panel: maps at that line look nowhere in particular.
+    Panels without data (no captions trained, no evaluation) are left out. Returns `path`, or None when nothing
+    was logged (a run shorter than `logging_steps`), so a finished training run never fails over its figure.
     """
+    if num_patches is not None and (
+        isinstance(num_patches, bool) or not isinstance(num_patches, int) or num_patches < 1
+    ):
+        raise ValueError(f"loss_curves(num_patches={num_patches!r}) is invalid; expected a patch count >= 1 or None")
     panels = []
-    for title, ylabel, log_scale, reference, keys in _PANELS:
+    for title, ylabel, y_axis, reference, keys in _PANELS:
         lines = []
         # The first series is drawn wider, so that it still shows when the second lies on top of it (ratio ~ 1).
         for (key, label), width in zip(keys, (2.6, 1.2), strict=True):
-            for prefix, style, suffix in (("", "-", ""), ("eval_", "--o", " (held out)")):
+            for prefix, style, suffix in (("", "-o", ""), ("eval_", "--D", " (held out)")):
                 steps, values = _series(log_history, prefix + key)
                 if steps:
                     lines.append((steps, values, style, label + suffix, _COLORS[label], width))
         if lines:
-            panels.append((title, ylabel, log_scale, reference, lines))
+            panels.append((title, ylabel, y_axis, _reference(reference, num_patches), lines))
     if not panels:
         return None
 
     figure = Figure(figsize=(4.5 * len(panels), 3.6), dpi=100, layout="constrained")
     all_axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    for axes, (title, ylabel, log_scale, reference, lines) in zip(all_axes, panels, strict=True):
+    for axes, (title, ylabel, y_axis, reference, lines) in zip(all_axes, panels, strict=True):
         for steps, values, style, label, color, width in lines:
-            axes.plot(steps, values, style, label=label, color=color, linewidth=width, markersize=4)
-        if log_scale and all(value > 0 for line in lines for value in line[1]):
-            axes.set_yscale("log")
+            axes.plot(steps, values, style, label=label, color=color, linewidth=width, markersize=2 * width + 1)
         if reference is not None:
-            axes.axhline(reference, color="gray", linewidth=0.8, linestyle=":")
+            value, legend = reference
+            axes.axhline(value, color="gray", linewidth=1.2, linestyle=":", label=legend)
+        _scale_y(axes, y_axis, [value for line in lines for value in line[1]], reference)
+        steps = {step for line in lines for step in line[0]}
+        if len(steps) == 1:  # one logged step: a range of steps around it, not of fractions of one
+            axes.set_xlim(min(steps) - 1, min(steps) + 1)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set(title=title, xlabel="step", ylabel=ylabel)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return str(path)
+
+
+# ------------------------------------------------------------------------------------------------ TensorBoard
+_RUN_KEYS = ("steps", "train_seconds")  # in metrics.json beside the held-out metrics, but about the run itself
+
+
+def tensorboard_logging_dir(trainer) -> str | None:
+    """The directory the Trainer's TensorBoard callback wrote this run's events to (`<output_dir>/runs/<date>_<host>`
+    or `$TENSORBOARD_LOGGING_DIR`), or None when the run does not report to TensorBoard."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            return callback.logging_dir
+    return None
+
+
+def log_figures_to_tensorboard(logging_dir, metrics: dict, figure_paths: list[str], step: int) -> None:
+    """Add the held-out metrics and the figures to the TensorBoard run in `logging_dir`, at `step`.
+
+    Scalars: every number at the top of `metrics` (metrics.json) as `held_out/<key>` (the run's `steps` and
+    `train_seconds` left out). Images: each PNG as `figures/<file name>`; each GIF as an animated image
+    `figures/<file name>`, its bytes as written (TensorBoard's image panel plays GIFs; `add_video` would need
+    moviepy). `logging_dir` None (no TensorBoard in `--report_to`) does nothing.
+    """
+    if logging_dir is None:
+        return
+    for path in figure_paths:
+        if Path(path).suffix.lower() not in (".png", ".gif"):
+            raise ValueError(f"log_figures_to_tensorboard got figure {path!r}; expected .png or .gif files")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"log_figures_to_tensorboard: figure {path!r} does not exist")
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(logging_dir)) as writer:  # a new event file beside the Trainer's: one run
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in _RUN_KEYS:
+                writer.add_scalar(f"held_out/{key}", value, step)
+        for path in map(Path, figure_paths):
+            tag = f"figures/{path.name}"
+            if path.suffix.lower() == ".png":
+                writer.add_image(tag, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
+                continue
+            with Image.open(path) as gif:
+                width, height = gif.size
+            image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=path.read_bytes())
+            writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 # ------------------------------------------------------------------------------------------------ model card
@@ -314,6 +415,36 @@ def _results_table(metrics: dict) -> str:
     )
 
 
+def _eval_results(metrics: dict, data: dict):
+    """The held-out metrics as the Hub reads them (`model-index` in the front matter): the results table's fine and
+    coarse values, their ratios and the caption scores, on the held-out clips; [] without held-out metrics."""
+    from huggingface_hub import EvalResult
+
+    named = []
+    for name, stem, ratio in _RESULTS:
+        name = name.rstrip(" ↓↑")
+        named += [(f"{stem}_fine", f"{name}, fine (planned queries)"), (f"{stem}_coarse", f"{name}, coarse (static)")]
+        if ratio:
+            named.append((ratio, f"{name}, coarse / fine"))
+    named += [("caption_bleu", "caption BLEU-4"), ("caption_rouge_l", "caption ROUGE-L")]
+    dataset = data["dataset"]
+    clips = f"{metrics['num_videos']} held-out clips" if "num_videos" in metrics else "held-out clips"
+    source = {
+        "task_type": "video-text-to-text",
+        "task_name": "video captioning and next-frame prediction",
+        "dataset_type": _HUB_DATASETS.get(dataset, dataset),
+        "dataset_name": f"{dataset} ({data['task']} task), {clips}"
+        if dataset == "synthetic"
+        else f"{dataset}, {clips}",
+        "dataset_split": "validation",
+    }
+    return [
+        EvalResult(**source, metric_type=key, metric_name=name, metric_value=float(metrics[key]))
+        for key, name in named
+        if isinstance(metrics.get(key), (int, float))
+    ]
+
+
 def _figures_section(figures, output_dir: Path) -> str:
     if not figures:
         return "No figures were written."
@@ -324,8 +455,9 @@ def _figures_section(figures, output_dir: Path) -> str:
     if any(Path(figure).stem.startswith("fixations") for figure in figures):
         lines.append(
             "Fixation figures: columns are frames; rows are the frame, where the static (coarse) and the planned "
-            "(fine) query looked (red: attention above uniform), and, with decodable targets, the target of each "
-            "frame and the model's prediction of it from the frames before. The GIFs show the same panels over time."
+            '(fine) query looked (pink: attention above uniform; "attention ~uniform" where a map singles nothing '
+            "out), and, with decodable targets, the target of each frame and the model's prediction of it from the "
+            "frames before. The GIFs show the same panels over time, titled, with the prompt beneath."
         )
     return "\n\n".join(lines)
 
@@ -348,7 +480,8 @@ def write_model_card(
             `"training"` (TrainingArguments as a dict) for the batch size and learning rate.
         figures: image paths (PNG, GIF) inside `output_dir`, embedded in order.
         base_models: Hub ids for the front matter's `base_model`; None: the pretrained parts named in train_args.
-        model_id: the name usage code loads (a Hub id such as `user/model`); None: the directory's name.
+        model_id: the name usage code loads and `model-index` names (the Hub repository, `user/model`); None: the
+            directory's name. The front matter's `model-index` holds the held-out metrics (see `_eval_results`).
         template: a template path; None: [`find_template`].
     Returns the card's path.
     """
@@ -359,7 +492,11 @@ def write_model_card(
     if base_models is None:
         base_models = [name for name in map(_hub_name, (model_args["vision_model"], model_args["text_model"])) if name]
     dataset = _HUB_DATASETS.get(data["dataset"])
+    model_id = model_id or output_dir.resolve().name
+    eval_results = _eval_results(metrics, data)
     card_data = ModelCardData(
+        model_name=model_id if eval_results else None,
+        eval_results=eval_results or None,
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="video-text-to-text",
@@ -371,7 +508,7 @@ def write_model_card(
     k = model_args["tokens_per_frame"]
     values = {
         "card_data": card_data.to_yaml(),
-        "model_id": model_id or output_dir.resolve().name,
+        "model_id": model_id,
         "frame_tokens": "one visual token" if k == 1 else f"K = {k} visual tokens",
         "num_frames": str(data["num_frames"]),
         "vision_model": vision,

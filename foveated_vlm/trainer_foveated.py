@@ -15,6 +15,15 @@ Checkpoints: resuming loads the weights strictly (a missing or unexpected weight
 them); a checkpoint without `optimizer.pt`/`scheduler.pt` (saved with `save_only_model`, or a save cut short)
 resumes with a warning that names it, the missing files and that the optimizer and the learning-rate schedule
 start again. A failed save names the directory and the free space on its disk (`CheckpointWriteError`).
+
+The Hub (`push_to_hub=True`): `save_model` never pushes by itself (the Trainer's would upload at once, before a run's
+card, metrics and figures exist, with its generic card); call `push_to_hub()` once the output folder is complete,
+as train.py does: it uploads the whole folder once, keeps the card already there (`create_model_card`), and does not
+save the model again when `save_model` already wrote it to that folder at this step, so rank 0 can push alone after
+the other ranks are done. Checkpoint pushes during training (`hub_strategy`, with `save_strategy` steps or epoch)
+are the Trainer's: weights, processor and training arguments (and, with `hub_strategy` `checkpoint` or
+`all_checkpoints`, the checkpoint folder); the Trainer writes no card for them, so the repository has no card
+until the final push brings the filled one.
 """
 
 import logging
@@ -66,6 +75,7 @@ class FoveatedTrainer(Trainer):
         self._counts = {"train": defaultdict(int), "eval": defaultdict(int)}
         self._new_sample_counts = SampleCounts()  # this rank's, since the last log
         self._total_sample_counts = SampleCounts()  # every rank's, since training began
+        self._saved_model = None  # (directory, step) of the last `save_model` a caller asked for
 
     def create_optimizer(self, model=None):
         """With `backbone_learning_rate`, the pretrained towers learn at that rate, the new parts at the usual one."""
@@ -82,6 +92,17 @@ class FoveatedTrainer(Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model` without its push to the Hub (see the module docstring); the push's own save
+        (`_internal_call`) is skipped when a caller already saved to that directory at this step."""
+        output_dir = output_dir or self.args.output_dir
+        saved = (os.path.abspath(output_dir), self.state.global_step)
+        if _internal_call and saved == self._saved_model:
+            return
+        super().save_model(output_dir, _internal_call=True)
+        if not _internal_call:  # checkpoints and the push's save are the Trainer's own calls
+            self._saved_model = saved
 
     def create_model_card(self, *args, **kwargs):
         """Keep the card train.py wrote (`foveated_vlm.reporting.write_model_card`): `push_to_hub` calls this

@@ -5,7 +5,9 @@ defaults are class attributes, the settings are saved inside `processor_config.j
 `video_preprocessor_config.json`), and `AutoVideoProcessor` finds the class once `foveated_vlm` is imported (or,
 with `trust_remote_code=True`, from the code saved beside the checkpoint). It subclasses the torchvision-free
 `VideoProcessorMixin` rather than `BaseVideoProcessor`, which requires torchvision: decoding goes through decord,
-resizing through `torch.nn.functional.interpolate`.
+resizing through `torch.nn.functional.interpolate`. Where decord fails (it cannot copy frames 48 px wide, among
+other widths up to 72, and cannot open some files that FFmpeg reads) the same sampled frames are decoded with PyAV
+(`pyav_decoding.PyAVVideo`); only when both fail is the video unreadable, and the error gives both reasons.
 
 Decoding seeks to the sampled frames (`decord.VideoReader.get_batch`) and decodes only from each one's keyframe,
 never the whole clip (`benchmarks/decode_sampling.py`: 8 frames of a 30 s clip cost 2.5x less than all 900 with
@@ -22,6 +24,7 @@ raised before any video is read.
 """
 
 import io
+import logging
 import math
 import numbers
 import os
@@ -30,6 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypedDict
 
+# PyAV's FFmpeg libraries load before decord's: decord bundles an older libvpx that, loaded first, takes the place of
+# PyAV's, whose VP8/VP9 encoders then fail to open (a user writing .webm with PyAV after importing this package).
+import av  # noqa: F401
 import decord
 import numpy as np
 import torch
@@ -39,6 +45,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from .download import DownloadError, download, looks_like_url
+from .pyav_decoding import PyAVError, PyAVVideo
 
 __all__ = [
     "FoveatedVideoProcessor",
@@ -50,6 +57,8 @@ __all__ = [
     "sample_frame_indices",
 ]
 
+logger = logging.getLogger(__name__)
+
 # DINOv2 and DINOv3 (the supported vision encoders) were trained on ImageNet-normalised images.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,8 +66,9 @@ RESIZE_MODES = ("crop", "squash")
 # The most frames one video may give when `max_frames` is not set: `fps` sampling of a long clip or a large
 # `num_frames` would otherwise allocate without bound (fps=1e6 asked for 25.7 GiB for a 3 s, 64x48 clip).
 DEFAULT_MAX_FRAMES = 128
-# decord returns wrongly sized frames for some output widths up to 72 px (a 48 px wide frame fails), so a reader is
-# never asked to resize below this; a smaller bound is reached by downscaling after decoding.
+# decord fails on frames 1, 2, 3, 4, 6, 8, 12, 16, 24, 48 or 72 px wide (see `pyav_decoding`), so a reader is never
+# asked to resize below this; a smaller bound is reached by downscaling after decoding. PyAV keeps the same bound, so
+# a video gives frames of one size whichever backend decodes it.
 DECORD_MIN_SIDE = 128
 # decord writes in-memory input it cannot open into its error log, up to the first zero byte: a megabyte of text
 # would land in stderr. Every container's header holds a zero byte early (MP4 at byte 0, Matroska within ~50);
@@ -315,19 +325,23 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
             raise VideoDecodeError(describe_source(url), reason) from error
 
     def _decode(self, data, source: str, sampling: dict, max_size: int | None):
-        """Open with decord and read only the sampled frames, with the shorter side at most `max_size` when given;
-        duplicates (short clips) are decoded once."""
+        """Read only the sampled frames of a file or in-memory file, with the shorter side at most `max_size` when
+        given: with decord, and with PyAV where decord fails (see `pyav_decoding`); duplicates are decoded once."""
         if isinstance(data, io.BytesIO):
             refuse_text(data, source)
-        reader = open_reader(data, source)
-        total = len(reader)
-        if total < 1:
-            raise VideoDecodeError(source, "the video has no frames")
         try:
-            indices = sample_frame_indices(total, video_fps=reader.get_avg_fps(), **sampling)
-        except ValueError as error:  # the arguments are checked already: what is left is the file's frame rate
-            raise VideoDecodeError(source, str(error)) from error
-        unique, inverse = np.unique(indices, return_inverse=True)
+            return self._decode_with_decord(data, source, sampling, max_size)
+        except VideoDecodeError as decord_error:
+            logger.debug("decord cannot read %s (%s); decoding with PyAV", source, decord_error.reason)
+            try:
+                return self._decode_with_pyav(data, source, sampling, max_size)
+            except VideoDecodeError as pyav_error:
+                reason = f"{decord_error.reason}; PyAV: {pyav_error.reason}"
+                raise VideoDecodeError(source, reason) from decord_error
+
+    def _decode_with_decord(self, data, source: str, sampling: dict, max_size: int | None):
+        reader = open_reader(data, source)
+        indices, unique, inverse = sample_file_frames(len(reader), reader.get_avg_fps(), sampling, source)
         try:
             timestamps = reader.get_frame_timestamp(unique.tolist())[:, 0]  # start of each frame, seconds
         except (RuntimeError, IndexError, decord.DECORDError) as error:
@@ -344,8 +358,21 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
             else:  # decode straight to the bounded size, after letting the full-size reader and frame go
                 del reader, frames
                 frames = read_batch(open_reader(data, source, shape), unique, source)  # [U, H', W', 3]
-        frames = torch.from_numpy(frames[inverse]).permute(0, 3, 1, 2)  # [T, 3, H, W]
-        return bound_frames(frames, max_size), indices, timestamps[inverse].astype(np.float64)
+        return sampled_result(frames, indices, inverse, timestamps, max_size)
+
+    def _decode_with_pyav(self, data, source: str, sampling: dict, max_size: int | None):
+        try:
+            with PyAVVideo(data) as video:
+                indices, unique, inverse = sample_file_frames(len(video), video.average_fps, sampling, source)
+                height, width = video.frame_size  # from the stream's header: PyAV can resize from the first frame
+                # decord's bound, so that a video gives frames of one size whichever backend decodes it
+                bound = None if max_size is None else max(max_size, DECORD_MIN_SIDE)
+                shape = bounded_shape(height, width, bound) if height and width else None
+                frames = video.read(unique, None if shape == (height, width) else shape)  # [U, H', W', 3] uint8
+                timestamps = video.timestamps(unique)
+        except PyAVError as error:
+            raise VideoDecodeError(source, str(error)) from error
+        return sampled_result(frames, indices, inverse, timestamps, max_size)
 
     def _sampling(self, num_frames, fps, max_frames) -> dict:
         """Call arguments over saved settings, checked; an explicit `num_frames` or `fps` picks the sampling mode."""
@@ -470,6 +497,25 @@ def images_to_frames(images, indices: np.ndarray, source: str, max_size: int | N
     check_frame_size(sizes[0][1], sizes[0][0], source)
     frames = [torch.from_numpy(np.array(images[i].convert("RGB"))).permute(2, 0, 1)[None] for i in indices]
     return torch.cat([bound_frames(frame, max_size) for frame in frames])  # [T, 3, H', W']
+
+
+def sample_file_frames(total: int, video_fps, sampling: dict, source: str):
+    """`(indices [T], unique [U], inverse [T])` of a decoded file's frames: the sampled indices, the distinct ones
+    to decode (sorted) and where each sampled frame is among them; a file's flaw is a `VideoDecodeError`."""
+    if total < 1:
+        raise VideoDecodeError(source, "the video has no frames")
+    try:
+        indices = sample_frame_indices(total, video_fps=video_fps, **sampling)
+    except ValueError as error:  # the arguments are checked already: what is left is the file's frame rate
+        raise VideoDecodeError(source, str(error)) from error
+    unique, inverse = np.unique(indices, return_inverse=True)
+    return indices, unique, inverse
+
+
+def sampled_result(frames: np.ndarray, indices, inverse, timestamps, max_size: int | None):
+    """Decoded distinct frames `[U, H, W, 3]` -> `(frames [T, 3, H', W'], indices [T], timestamps [T])`."""
+    frames = torch.from_numpy(frames[inverse]).permute(0, 3, 1, 2)  # [T, 3, H, W]
+    return bound_frames(frames, max_size), indices, np.asarray(timestamps)[inverse].astype(np.float64)
 
 
 def check_frame_size(height: int, width: int, source: str):

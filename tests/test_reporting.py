@@ -22,7 +22,7 @@ from foveated_vlm import (
     VideoTextCollator,
 )
 from foveated_vlm.reporting import GAP, LABEL_WIDTH, find_template, fixation_figures, loss_curves, write_model_card
-from foveated_vlm.visualize import overlay_fixation, to_uint8_image
+from foveated_vlm.visualize import PANEL_GAP, TITLE_HEIGHT, fixation_cell, to_uint8_image
 from train import DataArguments, ModelArguments
 
 FRAMES = 4
@@ -82,18 +82,18 @@ def test_fixation_figures_put_each_prediction_under_its_frame(checkpoint, sample
     for t in range(FRAMES):
         frame = to_uint8_image(frames[1, t])
         assert np.array_equal(cell(png, 0, t), upscaled(frames[1, t]))
-        fine = overlay_fixation(frame, out.fixations_fine[1, t])
-        assert np.array_equal(cell(png, 2, t), np.asarray(Image.fromarray(fine).resize((CELL, CELL), Image.NEAREST)))
+        assert np.array_equal(cell(png, 2, t), fixation_cell(frame, out.fixations_fine[1, t], CELL))
         assert np.array_equal(cell(png, 4, t), upscaled(predictions[t]))
 
     gif = Image.open(paths[3])
-    assert gif.n_frames == FRAMES and gif.size == (rows * CELL, CELL)
+    # Panels under their titles, the prompt beneath (tests/test_figures.py checks the text).
+    assert gif.n_frames == FRAMES and gif.size[0] == rows * CELL + (rows - 1) * PANEL_GAP
     for t in range(FRAMES):  # GIF frame t is column t laid side by side, up to the GIF's 256-colour palette
         gif.seek(t)
-        panels = np.asarray(gif.convert("RGB")).astype(int)
+        panels = np.asarray(gif.convert("RGB")).astype(int)[TITLE_HEIGHT : TITLE_HEIGHT + CELL]
         errors = [np.abs(panels[:, :CELL] - cell(png, 0, column)).mean() for column in range(FRAMES)]
         assert np.argmin(errors) == t and errors[t] < 8
-        assert np.abs(panels[:, 4 * CELL :] - cell(png, 4, t)).mean() < 8
+        assert np.abs(panels[:, 4 * (CELL + PANEL_GAP) :] - cell(png, 4, t)).mean() < 8
 
 
 def test_fixation_figures_without_targets_draw_three_rows(checkpoint, samples, tmp_path):
@@ -104,7 +104,7 @@ def test_fixation_figures_without_targets_draw_three_rows(checkpoint, samples, t
         "fixations_01.gif",
     ]
     assert Image.open(paths[0]).size == (LABEL_WIDTH + FRAMES * (CELL + GAP), 3 * (CELL + GAP))
-    assert Image.open(paths[1]).size == (3 * CELL, CELL)
+    assert Image.open(paths[1]).size[0] == 3 * CELL + 2 * PANEL_GAP
     # The frame row's label carries each video's prompt: other prompts, other label pixels, same frames.
     relabelled = [{**sample, "prompt": "Track the blue cross. Where does it end up?"} for sample in samples[:1]]
     other = fixation_figures(model, processor, relabelled, tmp_path / "other", num_videos=1)[0]

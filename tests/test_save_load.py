@@ -44,6 +44,8 @@ def test_checkpoint_carries_its_code(tmp_path):
     assert auto_map == {
         "AutoConfig": "configuration_foveated.FoveatedVLMConfig",
         "AutoModel": "modeling_foveated.FoveatedVLMForConditionalGeneration",
+        "AutoModelForImageTextToText": "modeling_foveated.FoveatedVLMForConditionalGeneration",
+        "AutoModelForMultimodalLM": "modeling_foveated.FoveatedVLMForConditionalGeneration",
     }
 
 
