@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data_collator import VideoTextCollator, ground_truth, target_patches
+from .encoder_foveated import VisionKVCache
 from .modeling_foveated import fixation_entropy, target_share
 from .targets import PixelTargetEncoder, SDVAETargetEncoder
 from .trainer_foveated import ratio_metrics
@@ -208,21 +209,37 @@ def evaluate_model(
     return {key: value for key, value in metrics.items() if not (isinstance(value, float) and math.isnan(value))}
 
 
+def _cache_rows(cache: VisionKVCache, rows: list[int], frames: int) -> VisionKVCache:
+    """The cache of clips `rows` out of a patch pass over `[B*T]` frames (clip-major, as forward flattens)."""
+    index = (torch.tensor(rows)[:, None] * frames + torch.arange(frames)).flatten()  # [len(rows) * T]
+    index = index.to(cache.keys[0].device)
+    pick = lambda tensors: [tensor.index_select(0, index) for tensor in tensors]  # noqa: E731
+    return VisionKVCache(pick(cache.keys), pick(cache.values), cache.num_prefix_tokens, cache.grid)
+
+
 def _score_choices(model, collator, samples, choices, add):
-    """Each pass answers with the choice it finds most likely (lowest caption loss); record its accuracy."""
+    """Each pass answers with the choice it finds most likely (lowest caption loss); record its accuracy.
+
+    Every choice of a clip shows the same frames, so the patch pass runs once for the batch (on the first choice,
+    which every scored clip has) and each choice reads its rows of that cache."""
     num_choices = max(len(answers) for answers, _ in choices)
     losses = {"fine": torch.full((len(samples), num_choices), float("inf")), "coarse": None}
     losses["coarse"] = losses["fine"].clone()
+    cache = None
     for option in range(num_choices):
         rows = [i for i, (answers, _) in enumerate(choices) if option < len(answers)]
         chunk = [dict(samples[i], answer=choices[i][0][option]) for i in rows]
         batch = collator(chunk)
+        pixels = batch["pixel_values_videos"]  # [b, T, 3, H, W]
+        if cache is None:  # option 0: every clip's row
+            _, cache = model.foveated_encoder.encode_patches(pixels.flatten(0, 1), return_patch_states=False)
         with torch.random.fork_rng():  # every choice sees the same draws (the random-query control draws queries)
             torch.manual_seed(0)
             out = model.model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
-                pixel_values_videos=batch["pixel_values_videos"],
+                pixel_values_videos=pixels,
+                vision_cache=_cache_rows(cache, rows, pixels.shape[1]),
             )
         for name, states in (("fine", out.last_hidden_state), ("coarse", out.coarse_hidden_state)):
             losses[name][rows, option] = per_sample_caption_losses(model, states, batch["labels"]).cpu()

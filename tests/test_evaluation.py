@@ -1,6 +1,7 @@
 """Held-out evaluation: per-sample losses, metric keys, answer accuracy by choice scoring, the CLI."""
 
 import json
+from collections import defaultdict
 
 import pytest
 import torch
@@ -164,3 +165,27 @@ def test_other_video_loss_equals_the_caption_loss_exactly_when_the_video_is_not_
         model.model.vision_to_text.weight.zero_()
         model.model.vision_to_text.bias.zero_()
     assert other_video_gap() == 0.0
+
+
+def test_choice_scoring_runs_one_patch_pass_for_all_choices(tmp_path, monkeypatch):
+    from foveated_vlm import evaluation
+
+    model, processor = tiny_model_and_processor(tmp_path)
+    clips = samples("clutter", n=3)
+    choices = [evaluation._choices(clip) for clip in clips]
+    choices[1] = (choices[1][0][:2], min(choices[1][1], 1))  # fewer choices on one clip: later options skip its row
+    encoder, calls = model.foveated_encoder, []
+    original = type(encoder).encode_patches
+    monkeypatch.setattr(
+        type(encoder), "encode_patches", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
+    shared = defaultdict(list)
+    evaluation._score_choices(model, VideoTextCollator(processor), clips, choices, lambda k, v: shared[k].append(v))
+    assert len(calls) == 1 and max(len(answers) for answers, _ in choices) > 2
+    # The same answers as a patch pass per choice (the cache's rows are the clips' own frames).
+    monkeypatch.setattr(evaluation, "_cache_rows", lambda cache, rows, frames: None)
+    alone = defaultdict(list)
+    evaluation._score_choices(model, VideoTextCollator(processor), clips, choices, lambda k, v: alone[k].append(v))
+    assert len(calls) == 1 + 1 + max(len(answers) for answers, _ in choices)  # the unused shared pass + one per choice
+    for name in ("accuracy_fine", "accuracy_coarse"):
+        torch.testing.assert_close(torch.cat(shared[name]), torch.cat(alone[name]))
