@@ -35,7 +35,7 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 from datasets_scripts.faults import NoSamplesError, SampleFailures
 from datasets_scripts.pipeline import DATASETS, GENERATED, build_dataset
 from datasets_scripts.precompute import PrecomputedTargets, PrecomputedTargetsCollator, video_id_of
-from foveated_vlm import VideoTextCollator, build_target_encoder
+from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator, build_target_encoder
 from foveated_vlm.data_collator import SkippingCollator
 from foveated_vlm.evaluation import evaluate_model
 from foveated_vlm.finetuning import add_lora, freeze, merge_lora
@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.save_model(training_args.output_dir)
     if not trainer.is_world_process_zero():
         return {}
+    if trainer.is_fsdp_enabled:  # rank 0 alone cannot run a sharded model (each forward gathers from every rank)
+        model = FoveatedVLMForConditionalGeneration.from_pretrained(training_args.output_dir)  # the saved whole one
     print(f"training data: {data_counts.summary()}", file=sys.stderr, flush=True)
     # The same metrics as `foveated-vlm evaluate`, on the held-out stream.
     metrics = {"held_out_videos": 0}

@@ -380,14 +380,23 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers writes one `auto_map` entry per model class (the one of `register_for_auto_class`); name this
-        class for every one of `AUTO_MODEL_CLASSES` too, so each loads the checkpoint with `trust_remote_code`."""
-        if self.is_remote_code():
-            name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
-            self.config.auto_map = {
-                **(getattr(self.config, "auto_map", None) or {}),
-                **dict.fromkeys(AUTO_MODEL_CLASSES, name),
-            }
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        class for every one of `AUTO_MODEL_CLASSES` too, so each loads the checkpoint with `trust_remote_code`.
+
+        FSDP2's `fully_shard` swaps the instance's class for a subclass it generates in torch's own module; saved
+        under it, the checkpoint would carry torch's `_fsdp_*.py` files as its code and name that subclass in
+        `auto_map`. The save runs as this class."""
+        sharded_class = type(self)
+        self.__class__ = next(cls for cls in sharded_class.__mro__ if cls.__module__ == __name__)
+        try:
+            if self.is_remote_code():
+                name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+                self.config.auto_map = {
+                    **(getattr(self.config, "auto_map", None) or {}),
+                    **dict.fromkeys(AUTO_MODEL_CLASSES, name),
+                }
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.__class__ = sharded_class
 
     @property
     def foveated_encoder(self) -> FoveatedEncoder:

@@ -110,3 +110,27 @@ def test_cpu_config_starts_two_processes_that_train_as_one_run(tmp_path):
     # Every rank prints the start-up summary with the world size the Trainer sees.
     assert re.findall(r"effective batch 2 x (\d+) process\(es\)", result.stdout) == ["2", "2"]
     assert json.loads((output / "metrics.json").read_text())["data"]["succeeded"] == 4  # 2 clips x 2 ranks
+
+
+def test_a_run_sharded_with_fsdp2_finishes_and_saves_a_checkpoint_that_loads(tmp_path):
+    # The shipped FSDP config, on two CPU processes with FSDP2 really sharding (benchmarks/distributed_losses.py lifts
+    # accelerate's GPU-only gate in its own ranks). It used to save torch's FSDP code as the checkpoint's and then
+    # crash: rank 0 ran the held-out evaluation on a model whose every forward gathers from the rank that had left.
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import distributed_losses
+
+    flags = ["--max_steps", "2", "--logging_steps", "1", "--eval_videos", "2", "--disable_tqdm", "True"]
+    report = distributed_losses.launch(
+        "fsdp",
+        ["--config_file", "configs/accelerate_fsdp.yaml", "--mixed_precision", "no"],
+        flags + ["--use_cpu", "True", "--ddp_backend", "gloo"],
+        str(tmp_path),
+    )
+    assert report["returncode"] == 0, report.get("error")
+    assert report["wrapped"].startswith("FSDP") and report["sharded_parameters"] == report["parameters"]
+    output = tmp_path / "fsdp"
+    auto_map = json.loads((output / "config.json").read_text())["auto_map"]
+    assert set(auto_map.values()) == {"configuration_foveated.FoveatedVLMConfig",
+                                      "modeling_foveated.FoveatedVLMForConditionalGeneration"}  # fmt: skip
+    assert not list(output.glob("_fsdp*.py"))
+    assert json.loads((output / "metrics.json").read_text())["num_videos"] == 2  # the held-out evaluation ran

@@ -86,3 +86,20 @@ def test_fresh_process_loads_with_trust_remote_code(tmp_path):
         expected = model(**batch)
     for name in ("logits", "predicted_latents", "queries", "loss"):
         torch.testing.assert_close(result[name], getattr(expected, name), rtol=0, atol=0, msg=name)
+
+
+def test_a_model_whose_class_fsdp2_swapped_saves_as_its_own_class(tmp_path):
+    # FSDP2's `fully_shard` replaces the instance's class with `FSDP<Name>`, generated in torch's module: saved as
+    # that class, the checkpoint carried torch's `_fsdp_*.py` as its code and named the subclass in `auto_map`.
+    from torch.distributed.fsdp import FSDPModule
+
+    model = FoveatedVLMForConditionalGeneration(tiny_config())
+    sharded = type("FSDPFoveatedVLMForConditionalGeneration", (FSDPModule, FoveatedVLMForConditionalGeneration), {})
+    sharded.__module__ = FSDPModule.__module__
+    model.__class__ = sharded
+    model.save_pretrained(tmp_path)
+    assert type(model) is sharded  # the swap lasts only for the save
+    saved = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert saved["AutoModelForImageTextToText"] == "modeling_foveated.FoveatedVLMForConditionalGeneration"
+    assert not list(tmp_path.glob("_fsdp*.py")) and (tmp_path / "modeling_foveated.py").exists()
+    assert type(AutoModelForImageTextToText.from_pretrained(tmp_path)) is FoveatedVLMForConditionalGeneration
