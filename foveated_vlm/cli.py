@@ -34,12 +34,14 @@ ANIMATION_SUFFIXES = (".gif", ".png", ".apng", ".webp")  # what PIL writes as a 
 
 
 def _load(model_dir: str):
-    from transformers import AutoModel, AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     import foveated_vlm  # noqa: F401 - registers the classes, so no remote code is needed
 
     try:
-        model = load_strictly(AutoModel, model_dir).eval()  # a missing weight is an error, not a random one
+        model = load_strictly(
+            AutoModelForImageTextToText, model_dir
+        ).eval()  # a missing weight is an error, not a random one
         processor = AutoProcessor.from_pretrained(model_dir)
     except OSError as error:  # unreadable files, or a Hub id that is not there (or no network)
         raise OSError(f"--model {model_dir!r}: {error}") from error

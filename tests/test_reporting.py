@@ -187,7 +187,7 @@ def test_model_card_holds_metadata_metrics_and_figures(tmp_path):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert links == ["figures/loss_curves.png", "figures/fixations_00.png", "figures/fixations_00.gif"]
     assert all((tmp_path / link).is_file() for link in links)
-    assert 'AutoModel.from_pretrained("someone/foveated-tiny", trust_remote_code=True)' in text
+    assert 'AutoModelForImageTextToText.from_pretrained("someone/foveated-tiny", trust_remote_code=True)' in text
     assert "{{" not in text and "}}" not in text
 
 
