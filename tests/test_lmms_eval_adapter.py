@@ -216,7 +216,7 @@ def test_lmms_eval_command_line_runs_local_tasks_end_to_end(adapter, videos, tmp
         (root / f"{name}.yaml").write_text(yaml + extra)
     out = tmp_path / "results"
     command = [
-        sys.executable, "-m", "lmms_eval", "--model", "foveated_vlm",
+        os.path.join(os.path.dirname(sys.executable), "lmms-eval"), "--model", "foveated_vlm",  # the installed script
         "--model_args", f"pretrained={adapter.pretrained},num_frames=4", "--tasks", "tiny_video_gen,tiny_video_mc",
         "--include_path", str(root), "--batch_size", "1", "--device", "cpu", "--output_path", str(out),
     ]  # fmt: skip
