@@ -113,6 +113,7 @@ class FoveatedVLMLmms(lmms):
         self.max_positions = self.model.config.text_config.max_position_embeddings
         self.collator = VideoTextCollator(self.processor, train_captions=False)  # strips markup from task text
         self.counts = SampleCounts()  # requests answered and skipped, by reason, over this adapter's life
+        self._patch_pass: tuple = (None, None)  # (task, split, doc id) and the patch pass of its video
 
     @property
     def device(self) -> torch.device:
@@ -228,7 +229,7 @@ class FoveatedVLMLmms(lmms):
             if count == 0:  # an empty continuation is certain
                 results.append((0.0, True))
                 continue
-            logits = self.model(**batch).logits  # [1, L, V] fine pass
+            logits = self.model.lm_head(self._fine_hidden(batch, (task, split, doc_id)))  # [1, L, V] fine pass
             # Position i predicts token i+1: the continuation's `count` tokens are predicted by the `count` before.
             log_probs = logits[0, -count - 1 : -1].float().log_softmax(-1)  # [count, V]
             tokens = batch["input_ids"][0, -count:]  # [count]
@@ -237,6 +238,17 @@ class FoveatedVLMLmms(lmms):
         if self.counts.skipped:
             logger.warning("foveated_vlm requests: %s", self._summary())
         return [GenerationResult(text=pair) for pair in results]
+
+    def _fine_hidden(self, batch: dict, doc: tuple) -> torch.Tensor:
+        """The fine pass's hidden states `[1, L, D]`; the options of one doc (lmms-eval asks them back to back) share
+        one patch pass of its video, kept until another doc's video comes."""
+        pixels = batch.get("pixel_values_videos")
+        if pixels is None:
+            return self.model.model(**batch).last_hidden_state
+        if self._patch_pass[0] != doc:
+            _, cache = self.model.foveated_encoder.encode_patches(pixels.flatten(0, 1), return_patch_states=False)
+            self._patch_pass = (doc, cache)
+        return self.model.model(**batch, vision_cache=self._patch_pass[1]).last_hidden_state
 
     def generate_until_multi_round(self, requests) -> list[str]:
         raise NotImplementedError(

@@ -117,11 +117,18 @@ def test_lmms_eval_finds_the_adapter_through_its_entry_points():
     assert get_model("foveated_vlm") is FoveatedVLMLmms
 
 
-def test_loglikelihood_is_the_models_own_log_probability(adapter, docs, videos):
+def test_loglikelihood_is_the_models_own_log_probability(adapter, docs, videos, monkeypatch):
     requests = [
         request("loglikelihood", q + " ?", " " + option, i) for i, q in enumerate(QUESTIONS) for option in OPTIONS
     ]
+    encoder, passes = adapter.model.foveated_encoder, []
+    encode = type(encoder).encode_patches
+    monkeypatch.setattr(
+        type(encoder), "encode_patches", lambda self, *a, **k: passes.append(1) or encode(self, *a, **k)
+    )
     results = [result.text for result in adapter.loglikelihood(requests)]
+    assert len(passes) == len(QUESTIONS), "the options of one doc share its video's patch pass"
+    monkeypatch.setattr(type(encoder), "encode_patches", encode)
     expected = [
         -direct_log_prob(adapter.model, adapter.processor, q + " ?", video, " " + option)
         for q, video in zip(QUESTIONS, videos, strict=True)
