@@ -1,9 +1,11 @@
 """What the foveated encoder costs: the patch pass against the plain vision forward, a query against the patch pass.
 
-Full-size shapes (DINOv3 ViT-S/16 at 256 px by default, random weights), inference mode, median of repeated runs
-after warm-up. Prints a table and optionally writes JSON. Not a test: it reports.
+Full-size shapes, random weights, inference mode, median of interleaved runs after warm-up. `--shape` picks the
+vision model: `dinov3-s-256` (DINOv3 ViT-S/16 at 256 px, the default model) or `dinov2-s-224` (DINOv2-S/14 at
+224 px, the shape the nearest peer, fVLM, reports its encoder on). Prints a table and optionally writes JSON.
+Not a test: it reports.
 
-    python benchmarks/encoder_cost.py [--frames 8] [--repeats 7] [--json OUT.json]
+    python benchmarks/encoder_cost.py [--shape dinov3-s-256|dinov2-s-224] [--frames 8] [--repeats 7] [--json OUT]
 """
 
 import argparse
@@ -13,6 +15,28 @@ from timing import interleaved_medians, machine, report
 
 from foveated_vlm import FoveatedVLMConfig
 from foveated_vlm.encoder_foveated import FoveatedEncoder
+
+# name: FoveatedVLMConfig overrides. Both are ViT-S (384 wide, 12 layers, 6 heads, MLP 1536).
+SHAPES = {
+    "dinov3-s-256": {},
+    "dinov2-s-224": {
+        "vision_config": {
+            "model_type": "dinov2",
+            "hidden_size": 384,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 6,
+            "patch_size": 14,
+            "image_size": 224,
+        },
+        "target_size": 28,  # 224 px / 8
+    },
+}
+
+
+def shape_config(shape: str, **overrides) -> FoveatedVLMConfig:
+    if shape not in SHAPES:
+        raise ValueError(f"shape={shape!r} is not a benchmark shape; expected one of {sorted(SHAPES)}")
+    return FoveatedVLMConfig(**SHAPES[shape], **overrides)
 
 
 def encoder_seconds(encoder, frames: torch.Tensor, queries: torch.Tensor, repeats: int) -> dict:
@@ -31,27 +55,19 @@ def encoder_seconds(encoder, frames: torch.Tensor, queries: torch.Tensor, repeat
         )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--tokens-per-frame", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
-
+def encoder_costs(shape: str, frames: int, tokens_per_frame: int, repeats: int) -> dict:
+    """The encoder's figures at `shape` (a fresh encoder, seed 0): times (s) and the ratios benchmarks/run.py reads."""
     torch.manual_seed(0)
-    config = FoveatedVLMConfig(tokens_per_frame=args.tokens_per_frame)  # DINOv3 ViT-S/16 at 256 px
+    config = shape_config(shape, tokens_per_frame=tokens_per_frame)
     encoder = FoveatedEncoder(config).eval()
-    frames = torch.randn(args.frames, 3, config.frame_size, config.frame_size)
-    queries = torch.randn(args.frames, args.tokens_per_frame, config.query_dim)
-
-    seconds = encoder_seconds(encoder, frames, queries, args.repeats)
+    pixels = torch.randn(frames, 3, config.frame_size, config.frame_size)
+    queries = torch.randn(frames, tokens_per_frame, config.query_dim)
+    seconds = encoder_seconds(encoder, pixels, queries, repeats)
     plain, patches, cache_only, query = (seconds[k] for k in ("plain", "patches", "cache_only", "query"))
-
-    results = {
-        "machine": machine(),
-        "frames": args.frames,
-        "tokens_per_frame": args.tokens_per_frame,
+    return {
+        "shape": shape,
+        "frames": frames,
+        "tokens_per_frame": tokens_per_frame,
         "plain_vision_forward_s": plain,
         "encode_patches_s": patches,
         "encode_patches_cache_only_s": cache_only,
@@ -60,6 +76,17 @@ def main():
         "cache_only_overhead": cache_only / plain,
         "query_speedup": cache_only / query,
     }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="dinov3-s-256")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--tokens-per-frame", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    results = {"machine": machine(), **encoder_costs(args.shape, args.frames, args.tokens_per_frame, args.repeats)}
     report(results, args.json)
 
 

@@ -5,6 +5,9 @@ warm-up, interleaved where two things are compared. Measures:
 
 - cache_overhead: `encode_patches` (patch states + cache) / plain vision forward, 8 frames, inference mode.
 - query_speedup: `encode_patches(return_patch_states=False)` / `query`, 8 frames, K = 1.
+- query_ms_dinov2_s_224: one `query` (ms) at the nearest peer's own shape (fVLM: DINOv2-S/14 at 224 px, 8 frames,
+  one query), with that shape's figures in `encoder_dinov2_s_224`. `--shape NAME` measures only the encoder at
+  one shape of `encoder_cost.SHAPES` and prints that.
 - two_pass_over_one_pass: training step (forward + backward) of both passes / of the coarse pass only.
 - flops_utilisation: FLOP/s of the two-pass training step (FlopCounterMode) / FLOP/s of a 2048^2 fp32 matmul,
   timed interleaved with the step.
@@ -22,6 +25,7 @@ warm-up, interleaved where two things are compared. Measures:
 Each result also gets `<key>_goal` and `<key>_met`. Not a test: it reports.
 
     python benchmarks/run.py [--quick] [--json OUT.json]
+    python benchmarks/run.py --shape dinov2-s-224 [--json OUT.json]      # the encoder alone at the peer's shape
 """
 
 import argparse
@@ -38,10 +42,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from decode_sampling import FPS, decode_all, write_clip
-from encoder_cost import encoder_seconds
+from encoder_cost import SHAPES, encoder_costs
 from patch_baseline import PatchTokenVLM
 from stream_latency import stream_seconds
-from timing import interleaved_medians, machine
+from timing import interleaved_medians, machine, report
 from torch.utils.flop_counter import FlopCounterMode
 
 from foveated_vlm import FoveatedVideoProcessor, FoveatedVLMConfig, FoveatedVLMForConditionalGeneration
@@ -152,16 +156,18 @@ def step_in_fresh_process(kind: str, frames: int, max_repeats: int, budget_s: fl
 
 
 # ---------------------------------------------------------------------------------------------- measures
-def encoder_costs(model, frames: int, repeats: int) -> dict:
-    """cache_overhead and query_speedup, as `encoder_cost.py` measures them (K = 1, inference mode)."""
-    config = model.config
-    pixels = torch.randn(frames, 3, config.frame_size, config.frame_size)
-    queries = torch.randn(frames, config.tokens_per_frame, config.query_dim)
-    seconds = encoder_seconds(model.foveated_encoder, pixels, queries, repeats)
+def encoder_figures(frames: int, repeats: int) -> dict:
+    """cache_overhead and query_speedup at the default shape (K = 1, inference mode, `encoder_cost.py`), and the
+    query at the peer's shape."""
+    default = encoder_costs("dinov3-s-256", frames, tokens_per_frame=1, repeats=repeats)
+    peer_shape = encoder_costs("dinov2-s-224", frames, tokens_per_frame=1, repeats=repeats)
     return {
-        "cache_overhead": seconds["patches"] / seconds["plain"],
-        "query_speedup": seconds["cache_only"] / seconds["query"],
-        "encoder_s": seconds,
+        "cache_overhead": default["cache_overhead"],
+        "query_speedup": default["query_speedup"],
+        "query_ms": 1e3 * default["query_s"],
+        "query_ms_dinov2_s_224": 1e3 * peer_shape["query_s"],
+        "encoder_dinov3_s_256": default,
+        "encoder_dinov2_s_224": peer_shape,
     }
 
 
@@ -246,18 +252,22 @@ def print_table(results: dict) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, T in {4, 8}: minutes on 2 cores")
+    parser.add_argument("--shape", choices=sorted(SHAPES), help="only the encoder's figures at this shape")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
     repeats = 3 if args.quick else 7
+    if args.shape:
+        report({"machine": machine(), **encoder_costs(args.shape, 8, tokens_per_frame=1, repeats=repeats)}, args.json)
+        return
     frame_counts = [4, 8] if args.quick else [4, 8, 16, 32]
     patch_tokens_frames = 4 if args.quick else 16  # the patch-token model at T = 16 takes minutes per step on CPU
     began = time.perf_counter()
 
+    results = {"machine": machine(), "quick": args.quick}
+    results.update(encoder_figures(frames=8, repeats=repeats))
     torch.manual_seed(0)
     model = FoveatedVLMForConditionalGeneration(FoveatedVLMConfig())
-    results = {"machine": machine(), "quick": args.quick}
-    results.update(encoder_costs(model, frames=8, repeats=repeats))
     results.update(stream_costs(model, frames=8 if args.quick else 16, warmup=2))
     del model
     results.update(training_costs(frames=8 if args.quick else 16, repeats=repeats))

@@ -49,6 +49,17 @@ def test_patch_states_equal_the_plain_vision_model(vision_type):
 
 
 @pytest.mark.parametrize("vision_type", VISION_TYPES)
+@pytest.mark.parametrize("return_patch_states", [True, False])
+def test_cached_keys_and_values_are_stored_contiguous(vision_type, return_patch_states):
+    """Every query's matmuls read the cache: a head-split view of the projections would be copied in each of them."""
+    encoder = make_encoder(vision_type)
+    _, cache = encoder.encode_patches(torch.randn(3, 3, 32, 32), return_patch_states=return_patch_states)
+    for tensor in cache.keys + cache.values:  # the last layer comes from its own path without the patch states
+        assert tensor.shape == (3, 2, cache.num_prefix_tokens + 16, 16)  # [N, heads, S, head_dim]
+        assert tensor.is_contiguous()
+
+
+@pytest.mark.parametrize("vision_type", VISION_TYPES)
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_cached_query_equals_the_vit_with_the_query_appended(vision_type, k):
     encoder = make_encoder(vision_type)
