@@ -9,6 +9,7 @@
 (static) and fine (planned) queries looked on it and what the model predicted it would look like (models trained
 on pixel targets; with `--vae`, models trained on SD-VAE latents), under panel titles and over the prompt, then
 prints the caption the fine stream gives. VIDEO is a file path; `/dev/videoN` reads a camera through PyAV (v4l2).
+`--precision fp16|int8` streams with the language model's linears dynamically quantised (`model.stream`).
 
 Exit status: 0 on success; 2 with argparse's usage message for bad arguments (checked before any work: `--model`
 must be a checkpoint directory holding `config.json` or a Hub model id, counts and rates must be > 0, `--out`
@@ -27,6 +28,7 @@ import torch
 
 from .checkpoints import load_strictly
 from .data_collator import chat_prompt
+from .streaming_foveated import PRECISIONS
 
 __all__ = ["main", "run"]
 
@@ -149,7 +151,7 @@ def stream(args) -> dict:
     else:
         source = _file_frames(processor, args.video, args.sample_fps, args.max_frames)
 
-    live = model.stream(input_ids=prompt_ids)
+    live = model.stream(input_ids=prompt_ids, precision=args.precision)
     # A prediction can be drawn when it is a small picture (pixel targets) or when a VAE can decode it.
     vae = SDVAETargetEncoder.from_pretrained(args.vae, target_size=config.target_size) if args.vae else None
     if vae is not None and config.target_channels != vae.channels:
@@ -313,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample_fps", type=_positive(float), default=2.0, help="frames read per second of video"
     )
     stream_parser.add_argument("--max_frames", type=_positive(int), default=32)
+    stream_parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="the language model's weights: fp32 (exact), fp16 or int8 (dynamically quantised, faster on CPU)",
+    )
     stream_parser.add_argument("--gif_fps", type=_positive(float), default=4.0)
     stream_parser.add_argument(
         "--vae", default=None, help="AutoencoderKL (name or dir) of a model trained on sd-vae targets"

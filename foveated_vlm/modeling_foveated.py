@@ -642,10 +642,15 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
                 f"model's max_position_embeddings={limit}; expected at most {max(limit - length, 0)} new tokens"
             )
 
-    def stream(self, input_ids=None, attention_mask=None, batch_size: int = 1) -> FoveatedStream:
+    def stream(
+        self, input_ids=None, attention_mask=None, batch_size: int = 1, precision: str = "fp32"
+    ) -> FoveatedStream:
         """Start frame-by-frame inference on B live videos, after an optional text prompt `input_ids` `[B, P]`
-        (text only; the stream adds `<video_start>`). See `FoveatedStream`."""
-        return FoveatedStream(self, input_ids=input_ids, attention_mask=attention_mask, batch_size=batch_size)
+        (text only; the stream adds `<video_start>`). `precision`: "fp32" (exact), "fp16" or "int8" (the language
+        model's linears dynamically quantised, CPU). See `FoveatedStream`."""
+        return FoveatedStream(
+            self, input_ids=input_ids, attention_mask=attention_mask, batch_size=batch_size, precision=precision
+        )
 
     # ------------------------------------------------------------------------------------ assembling parts
     @classmethod
