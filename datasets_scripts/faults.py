@@ -17,7 +17,7 @@ import json
 import logging
 from collections import Counter
 
-from foveated_vlm.sample_counts import SKIPPED_FIELD, NoSamplesError, summary_line
+from foveated_vlm.sample_counts import SKIPPED_FIELD, NoSamplesError, SampleCounts
 
 __all__ = ["NoSamplesError", "SampleFailures"]
 
@@ -37,18 +37,25 @@ class SampleFailures:
         self.source = source
         self.give_up_after = give_up_after
         self.log_every = log_every
-        self.succeeded = 0
-        self.failed = Counter()
+        self.counts = SampleCounts()  # succeeded, and failures by reason (its `skipped`)
         self._unstamped = Counter()  # failures no yielded sample carries yet
         self._reported_failures = 0  # failures when a stream last reported its end
 
     @property
+    def succeeded(self) -> int:
+        return self.counts.succeeded
+
+    @property
+    def failed(self) -> Counter:
+        return self.counts.skipped
+
+    @property
     def attempted(self) -> int:
-        return self.succeeded + sum(self.failed.values())
+        return self.counts.attempted
 
     @property
     def success_rate(self) -> float:
-        return self.succeeded / self.attempted if self.attempted else 0.0
+        return self.counts.success_rate
 
     def attempt(self, record_id: str, work, classify=None):
         """Run `work()`; return its result, or None after counting the failure under `classify(error)`."""
@@ -64,7 +71,7 @@ class SampleFailures:
                 logger.warning("%s: %s", self.source, self.summary())
             self.check()
             return None
-        self.succeeded += 1
+        self.counts.succeeded += 1
         return result
 
     def stamp(self, sample: dict) -> dict:
@@ -92,7 +99,7 @@ class SampleFailures:
             raise NoSamplesError(f"{self.source}: no sample succeeded in {self.attempted} attempts ({self.summary()})")
 
     def summary(self) -> str:
-        return summary_line(self.succeeded, self.failed)
+        return self.counts.summary()
 
     def as_dict(self) -> dict:
         return {"succeeded": self.succeeded, "failed": dict(self.failed), "success_rate": self.success_rate}

@@ -113,6 +113,7 @@ class FoveatedVLMLmms(lmms):
         self.max_positions = self.model.config.text_config.max_position_embeddings
         self.collator = VideoTextCollator(self.processor, train_captions=False)  # strips markup from task text
         self.counts = SampleCounts()  # requests answered and skipped, by reason, over this adapter's life
+        self._prompt: tuple = (None, None)  # (task, split, doc id, context) and the processor's output for it
         self._patch_pass: tuple = (None, None)  # (task, split, doc id) and the patch pass of its video
 
     @property
@@ -140,18 +141,9 @@ class FoveatedVLMLmms(lmms):
         """Model inputs `[1, L]` for the request's context followed by the `continuation` text's ids, and how many
         ids the continuation has; None when the video cannot be read or the text and `room` more tokens do not fit
         the language model (the request is then counted as skipped and logged)."""
-        context, _, _, doc_id, task, _ = request.args
+        _, _, _, doc_id, task, _ = request.args
         try:
-            video = self._visual(request)
-            prompt = self.collator.plain_text(context)
-            if video is None:
-                messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
-                text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            else:
-                text = self.collator.prompt_text(prompt)
-            batch = dict(
-                self.processor(text=[text], videos=None if video is None else [video], num_frames=self.num_frames)
-            )
+            batch = dict(self._prompt_inputs(request))  # a copy: the continuation is added to this request's only
             # Tokenised apart from the prompt, as the processor tokenises answers: the ids the prompt ends with stay.
             continuation_ids = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
             continuation_ids = torch.tensor([continuation_ids], dtype=torch.long)  # [1, n]; n = 0 for no continuation
@@ -171,6 +163,23 @@ class FoveatedVLMLmms(lmms):
         if "pixel_values_videos" in batch:
             batch["pixel_values_videos"] = batch["pixel_values_videos"].to(self.model.dtype)
         return batch, continuation_ids.shape[1]
+
+    def _prompt_inputs(self, request: Instance) -> dict:
+        """The processor's output for the request's context and video; the options of one doc, asked back to back,
+        share it, so its video is decoded once (kept until another doc or context comes)."""
+        context, _, _, doc_id, task, split = request.args
+        key = (task, split, doc_id, context)
+        if self._prompt[0] != key:
+            video = self._visual(request)
+            prompt = self.collator.plain_text(context)
+            if video is None:
+                messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+                text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            else:
+                text = self.collator.prompt_text(prompt)
+            videos = None if video is None else [video]
+            self._prompt = (key, self.processor(text=[text], videos=videos, num_frames=self.num_frames))
+        return self._prompt[1]
 
     def _summary(self) -> str:
         return summary_line(self.counts.succeeded, self.counts.skipped)
