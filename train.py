@@ -32,23 +32,23 @@ from accelerate.utils import gather_object
 from datasets.distributed import split_dataset_by_node
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from datasets_scripts.faults import NoSamplesError, SampleFailures
-from datasets_scripts.pipeline import DATASETS, GENERATED, build_dataset
-from datasets_scripts.precompute import PrecomputedTargets, PrecomputedTargetsCollator, video_id_of
 from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator, build_target_encoder
-from foveated_vlm.data_collator import SkippingCollator
-from foveated_vlm.evaluation import evaluate_model
-from foveated_vlm.finetuning import add_lora, freeze, merge_lora
-from foveated_vlm.presets import PRESETS, build_model_and_processor, preset_flags
-from foveated_vlm.reporting import (
+from foveated_vlm.data.faults import NoSamplesError, SampleFailures
+from foveated_vlm.data.pipeline import DATASETS, GENERATED, build_dataset
+from foveated_vlm.data.precompute import PrecomputedTargets, PrecomputedTargetsCollator, video_id_of
+from foveated_vlm.data.sample_counts import SampleCounts
+from foveated_vlm.evaluation.metrics import evaluate_model
+from foveated_vlm.evaluation.reporting import (
     fixation_figures,
     log_figures_to_tensorboard,
     loss_curves,
     tensorboard_logging_dir,
     write_model_card,
 )
-from foveated_vlm.sample_counts import SampleCounts
-from foveated_vlm.trainer_foveated import FoveatedTrainer
+from foveated_vlm.training.data_collator import SkippingCollator
+from foveated_vlm.training.finetuning import add_lora, freeze, merge_lora
+from foveated_vlm.training.presets import PRESETS, build_model_and_processor, preset_flags
+from foveated_vlm.training.trainer import FoveatedTrainer
 
 
 @dataclass
@@ -137,7 +137,7 @@ class DataArguments:
     eval_shards: list[str] | None = None
     precomputed_targets: str | None = field(
         default=None,
-        metadata={"help": "targets written by `python -m datasets_scripts.precompute`; clips without one are skipped"},
+        metadata={"help": "targets written by `python -m foveated_vlm.data.precompute`; clips without one are skipped"},
     )
 
 

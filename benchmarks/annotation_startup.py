@@ -56,8 +56,8 @@ def peak_rss_mb() -> float:
 
 def child(case: str, root: Path) -> dict:
     """Build the stream of `case` over the corpus in `root` and take its first sample, in this process."""
-    from datasets_scripts.folder import folder_dataset
-    from datasets_scripts.llava_video import llava_video_dataset
+    from foveated_vlm.data.folder import folder_dataset
+    from foveated_vlm.data.llava_video import llava_video_dataset
 
     baseline = peak_rss_mb()
     start = time.perf_counter()

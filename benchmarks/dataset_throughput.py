@@ -36,10 +36,10 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from datasets_scripts.folder import folder_dataset
-from datasets_scripts.synthetic import SyntheticVideoConfig, synthetic_dataset
-from datasets_scripts.webvid import webvid_dataset
 from foveated_vlm import FoveatedVideoProcessor, FoveatedVLMProcessor, VideoTextCollator, build_target_encoder
+from foveated_vlm.data.folder import folder_dataset
+from foveated_vlm.data.synthetic import SyntheticVideoConfig, synthetic_dataset
+from foveated_vlm.data.webvid import webvid_dataset
 
 WIDTH, HEIGHT, FPS, SECONDS = 320, 180, 25, 4
 WORDS = ["<unk>", "<|im_start|>", "<|im_end|>", "user", "assistant", "system", "Describe", "the", "video", "."]

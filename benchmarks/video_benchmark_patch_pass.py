@@ -1,5 +1,5 @@
 """Time per video of likelihood scoring on a 4-option, 3-question video (Video-MME's shape): the shared patch pass
-(`foveated_vlm.video_benchmark_scoring.score_choices` with one `encode_video` per video) against one full forward
+(`video_benchmark_scoring.score_choices` with one `encode_video` per video) against one full forward
 per option (what `evaluation._score_choices` does: every option re-encodes the video). Not a test.
 
     python benchmarks/video_benchmark_patch_pass.py [--full] [--frames 8] [--repeats 3]
@@ -21,8 +21,8 @@ from foveated_vlm import (
     FoveatedVLMForConditionalGeneration,
     FoveatedVLMProcessor,
 )
-from foveated_vlm.video_benchmark_scoring import encode_video, score_choices
-from foveated_vlm.video_benchmarks import BenchmarkItem, benchmark_prompt
+from foveated_vlm.evaluation.video_benchmark_scoring import encode_video, score_choices
+from foveated_vlm.evaluation.video_benchmarks import BenchmarkItem, benchmark_prompt
 
 LETTERS = ["A", "B", "C", "D"]
 

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from foveated_vlm.presets import PRESETS  # noqa: E402
+from foveated_vlm.training.presets import PRESETS  # noqa: E402
 
 # Each ablation changes one thing of the `clutter` preset (seed 0).
 ABLATIONS = {

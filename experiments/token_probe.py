@@ -23,9 +23,9 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from datasets_scripts.pipeline import clutter_scene  # noqa: E402
-from datasets_scripts.synthetic import SyntheticVideoConfig, synthetic_dataset  # noqa: E402
 from foveated_vlm import FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor, VideoTextCollator  # noqa: E402
+from foveated_vlm.data.pipeline import clutter_scene  # noqa: E402
+from foveated_vlm.data.synthetic import SyntheticVideoConfig, synthetic_dataset  # noqa: E402
 
 
 def load(args, train_flags: list[str]):
@@ -35,7 +35,7 @@ def load(args, train_flags: list[str]):
         model = FoveatedVLMForConditionalGeneration.from_pretrained(args.model)
         return model, FoveatedVLMProcessor.from_pretrained(args.model)
     import train  # noqa: PLC0415 (train.py's parser and builder, only for a fresh model)
-    from foveated_vlm.presets import build_model_and_processor  # noqa: PLC0415
+    from foveated_vlm.training.presets import build_model_and_processor  # noqa: PLC0415
 
     flags = ["--preset", args.preset, "--output_dir", "unused", *train_flags]
     model_args, data_args, training_args = train.parse(flags)

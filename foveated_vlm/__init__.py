@@ -14,7 +14,7 @@ from transformers.models.auto.processing_auto import AutoProcessor
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
 from .configuration_foveated import FoveatedVLMConfig
-from .data_collator import VideoTextCollator
+from .data.targets import PixelTargetEncoder, SDVAETargetEncoder, build_target_encoder
 from .encoder_foveated import FoveatedEncoder, VisionKVCache
 from .modeling_foveated import (
     AUTO_MODEL_CLASSES,
@@ -25,7 +25,7 @@ from .modeling_foveated import (
     FoveatedVLMPreTrainedModel,
 )
 from .processing_foveated import FoveatedVLMProcessor, expand_video_placeholders
-from .targets import PixelTargetEncoder, SDVAETargetEncoder, build_target_encoder
+from .training.data_collator import VideoTextCollator
 from .video_processing_foveated import FoveatedVideoProcessor, VideoDecodeError
 
 __version__ = "0.1.0"

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import load_strictly
-from .data_collator import chat_prompt
 from .streaming_foveated import PRECISIONS
+from .training.checkpoints import load_strictly
+from .training.data_collator import chat_prompt
 
 __all__ = ["main", "run"]
 
@@ -137,8 +137,8 @@ def _file_frames(processor, path: str, sample_fps: float, max_frames: int):
 
 
 def stream(args) -> dict:
-    from .targets import SDVAETargetEncoder
-    from .visualize import fixation_cell, save_gif, titled_panel, to_uint8_image
+    from .data.targets import SDVAETargetEncoder
+    from .evaluation.visualize import fixation_cell, save_gif, titled_panel, to_uint8_image
 
     model, processor = _load(args.model)
     video_processor, config = processor.video_processor, model.config
@@ -235,9 +235,9 @@ def _write_json(metrics: dict, path: str | None):
 
 def evaluate_video_benchmark(args) -> dict:
     """`evaluate --benchmark`: MVBench or Video-MME from `--data_dir`, scored by likelihood and by generation."""
-    from .sample_counts import SampleCounts
-    from .video_benchmark_scoring import evaluate_benchmark
-    from .video_benchmarks import load_benchmark
+    from .data.sample_counts import SampleCounts
+    from .evaluation.video_benchmark_scoring import evaluate_benchmark
+    from .evaluation.video_benchmarks import load_benchmark
 
     counts = SampleCounts()
     items = load_benchmark(args.benchmark, args.data_dir, subset=args.subset, counts=counts)  # checked before loading
@@ -258,10 +258,10 @@ def evaluate(args) -> dict:
         return evaluate_video_benchmark(args)
     if args.data_dir or args.subset:
         raise ValueError("--data_dir and --subset belong to --benchmark; --dataset streams its own data")
-    from datasets_scripts.pipeline import build_dataset
+    from foveated_vlm.data.pipeline import build_dataset
 
-    from .evaluation import evaluate_model
-    from .targets import build_target_encoder
+    from .data.targets import build_target_encoder
+    from .evaluation.metrics import evaluate_model
 
     model, processor = _load(args.model)
     config, video_processor = model.config, processor.video_processor
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser = commands.add_parser("evaluate", help="held-out metrics of both passes")
     evaluate_parser.add_argument("--model", **checkpoint)
     source = evaluate_parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", help="a dataset name (see datasets_scripts.pipeline)")
+    source.add_argument("--dataset", help="a dataset name (see foveated_vlm.data.pipeline)")
     source.add_argument("--benchmark", choices=("mvbench", "videomme"), help="a video benchmark read from --data_dir")
     evaluate_parser.add_argument(
         "--data_dir", type=_directory, default=None, help="--benchmark: the dataset repository, downloaded"

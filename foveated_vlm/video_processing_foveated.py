@@ -430,7 +430,7 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
 
         Returns a `BatchFeature` with `pixel_values_videos` `[B, T, 3, size, size]`, `frame_indices` `[B, T]` and
         `timestamps` `[B, T]` (seconds), and, with `return_target_frames=True`, `target_frames` `[B, T, 3, size,
-        size]` in [-1, 1] (the input of the reconstruction targets, see `foveated_vlm.targets`). With
+        size]` in [-1, 1] (the input of the reconstruction targets, see `foveated_vlm.data.targets`). With
         `return_tensors=None` every field is a list with one entry per video instead, which allows `fps` sampling to
         give videos of different lengths.
         """

@@ -12,7 +12,7 @@ from tiny import config_for_processor
 
 from foveated_vlm import FoveatedVLMForConditionalGeneration
 from foveated_vlm.cli import main
-from foveated_vlm.visualize import PANEL_GAP
+from foveated_vlm.evaluation.visualize import PANEL_GAP
 
 
 def save_checkpoint(directory, **overrides):
@@ -98,7 +98,7 @@ def test_overlay_tints_only_attention_above_uniform():
     import numpy as np
     import torch
 
-    from foveated_vlm.visualize import TINT_RGB, overlay_fixation
+    from foveated_vlm.evaluation.visualize import TINT_RGB, overlay_fixation
 
     image = np.full((8, 8, 3), 100, dtype=np.uint8)
     uniform = torch.full((4, 4), 1 / 16)

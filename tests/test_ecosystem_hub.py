@@ -15,7 +15,7 @@ from tiny import BLOCK_PACKAGE, tiny_batch, tiny_config
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from foveated_vlm import FoveatedVLMForConditionalGeneration
-from foveated_vlm.evaluation import _caption_scores, _ssim
+from foveated_vlm.evaluation.metrics import _caption_scores, _ssim
 
 AUTO_CLASSES = ("AutoModel", "AutoModelForImageTextToText", "AutoModelForMultimodalLM")
 GENERATION_MODEL = "modeling_foveated.FoveatedVLMForConditionalGeneration"

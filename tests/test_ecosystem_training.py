@@ -20,8 +20,8 @@ from transformers import Trainer, TrainingArguments
 
 import train
 from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator, build_target_encoder
-from foveated_vlm.data_collator import SkippingCollator
-from foveated_vlm.trainer_foveated import FoveatedTrainer
+from foveated_vlm.training.data_collator import SkippingCollator
+from foveated_vlm.training.trainer import FoveatedTrainer
 
 REPO = "someone/tiny-foveated"
 TINY_RUN = [

@@ -9,10 +9,10 @@ from test_cli import checkpoint, save_checkpoint, video  # noqa: F401 - fixtures
 from test_processing import make_processor
 from tiny import check_pass_metrics
 
-from datasets_scripts.pipeline import build_dataset
 from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator, build_target_encoder
 from foveated_vlm.cli import main
-from foveated_vlm.evaluation import evaluate_model, per_sample_caption_losses
+from foveated_vlm.data.pipeline import build_dataset
+from foveated_vlm.evaluation.metrics import evaluate_model, per_sample_caption_losses
 
 
 def tiny_model_and_processor(tmp_path):
@@ -107,7 +107,7 @@ def test_an_empty_stream_is_an_error(tmp_path):
 
 
 def test_ssim_and_psnr():
-    from foveated_vlm.evaluation import _psnr, _ssim
+    from foveated_vlm.evaluation.metrics import _psnr, _ssim
 
     frames = torch.rand(2, 3, 3, 16, 16) * 2 - 1  # [B, T, 3, H, W]
     torch.testing.assert_close(_ssim(frames, frames), torch.ones(2, 3))
@@ -119,7 +119,7 @@ def test_ssim_and_psnr():
 
 
 def test_caption_scores_by_hand():
-    from foveated_vlm.evaluation import _caption_scores
+    from foveated_vlm.evaluation.metrics import _caption_scores
 
     scores = _caption_scores(["a b c d"], ["a b c d e"])
     # Precisions 4/4, 3/3, 2/2, 1/1 (nothing to smooth); brevity penalty exp(1 - 5/4).
@@ -135,7 +135,7 @@ def test_caption_scores_by_hand():
 def test_a_non_finite_loss_stops_with_the_step(tmp_path):
     from transformers import TrainingArguments
 
-    from foveated_vlm.trainer_foveated import FoveatedTrainer
+    from foveated_vlm.training.trainer import FoveatedTrainer
 
     model, processor = tiny_model_and_processor(tmp_path)
     with torch.no_grad():
@@ -168,7 +168,7 @@ def test_other_video_loss_equals_the_caption_loss_exactly_when_the_video_is_not_
 
 
 def test_choice_scoring_runs_one_patch_pass_for_all_choices(tmp_path, monkeypatch):
-    from foveated_vlm import evaluation
+    from foveated_vlm.evaluation import metrics as evaluation
 
     model, processor = tiny_model_and_processor(tmp_path)
     clips = samples("clutter", n=3)

@@ -13,11 +13,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_cli import save_checkpoint
 from test_video_processing import write_video
 
-from datasets_scripts.pipeline import build_dataset
-from datasets_scripts.synthetic import PALETTE
 from foveated_vlm import FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor
 from foveated_vlm.cli import main
-from foveated_vlm.reporting import (
+from foveated_vlm.data.pipeline import build_dataset
+from foveated_vlm.data.synthetic import PALETTE
+from foveated_vlm.evaluation.reporting import (
     GAP,
     LABEL_WIDTH,
     fixation_figures,
@@ -25,7 +25,7 @@ from foveated_vlm.reporting import (
     loss_curves,
     tensorboard_logging_dir,
 )
-from foveated_vlm.visualize import (
+from foveated_vlm.evaluation.visualize import (
     PANEL_GAP,
     TINT_RGB,
     TITLE_HEIGHT,

@@ -9,9 +9,9 @@ from datasets.distributed import split_dataset_by_node
 from test_processing import make_processor
 from test_video_processing import write_video
 
-from datasets_scripts.faults import NoSamplesError, SampleFailures
-from datasets_scripts.folder import folder_dataset, read_annotations
 from foveated_vlm import VideoTextCollator, build_target_encoder
+from foveated_vlm.data.faults import NoSamplesError, SampleFailures
+from foveated_vlm.data.folder import folder_dataset, read_annotations
 
 NUM_FRAMES = 4
 ROWS = [

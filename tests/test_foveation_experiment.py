@@ -15,11 +15,11 @@ from test_processing import make_processor
 from tiny import tiny_batch, tiny_config
 
 import train
-from datasets_scripts.pipeline import build_dataset
-from datasets_scripts.synthetic import GLOBAL_CHANGES, SyntheticVideoConfig, generate_clip
 from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator
-from foveated_vlm.data_collator import target_patches
+from foveated_vlm.data.pipeline import build_dataset
+from foveated_vlm.data.synthetic import GLOBAL_CHANGES, SyntheticVideoConfig, generate_clip
 from foveated_vlm.modeling_foveated import fixation_entropy
+from foveated_vlm.training.data_collator import target_patches
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
 import foveation  # noqa: E402

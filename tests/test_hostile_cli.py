@@ -18,8 +18,8 @@ from test_train import QUICK
 from test_video_processing import write_video
 
 import train
-from foveated_vlm.checkpoints import CheckpointError, CheckpointWriteError, resume_problems
 from foveated_vlm.cli import main
+from foveated_vlm.training.checkpoints import CheckpointError, CheckpointWriteError, resume_problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the writers really raise on a full disk (seen on a 24 MiB tmpfs): torch's zip writer, then safetensors.
@@ -175,7 +175,7 @@ def test_resume_without_optimizer_state_warns_naming_what_restarts(run_with_chec
     assert resume_problems(str(run / "checkpoint-1")) == ([], None)  # a complete checkpoint resumes silently
     for name in ("optimizer.pt", "scheduler.pt"):
         (run / "checkpoint-2" / name).unlink()  # as `--save_only_model True` writes it
-    with caplog.at_level("WARNING", logger="foveated_vlm.trainer_foveated"):
+    with caplog.at_level("WARNING", logger="foveated_vlm.training.trainer"):
         metrics = train.main(
             quick + ["--output_dir", str(tmp_path / "resumed"), "--max_steps", "3",
                      "--resume_from_checkpoint", str(run / "checkpoint-2")]
@@ -233,7 +233,7 @@ def test_a_model_save_that_fails_names_the_directory_and_its_free_space(tmp_path
     from transformers import TrainingArguments
 
     from foveated_vlm import FoveatedVLMForConditionalGeneration
-    from foveated_vlm.trainer_foveated import FoveatedTrainer
+    from foveated_vlm.training.trainer import FoveatedTrainer
 
     def full_disk(*args, **kwargs):
         raise SafetensorError(SAFETENSORS_FULL_DISK)

@@ -14,12 +14,12 @@ from datasets.distributed import split_dataset_by_node
 from test_llava_video import mp4, turn, write_shard
 from test_video_processing import write_video
 
-from datasets_scripts import annotations
-from datasets_scripts.annotations import contiguous_blocks, read_json_list, scan_json_list
-from datasets_scripts.faults import SampleFailures
-from datasets_scripts.folder import folder_dataset
-from datasets_scripts.llava_video import iter_llava_video, llava_video_dataset
-from datasets_scripts.pipeline import build_dataset
+from foveated_vlm.data import annotations
+from foveated_vlm.data.annotations import contiguous_blocks, read_json_list, scan_json_list
+from foveated_vlm.data.faults import SampleFailures
+from foveated_vlm.data.folder import folder_dataset
+from foveated_vlm.data.llava_video import iter_llava_video, llava_video_dataset
+from foveated_vlm.data.pipeline import build_dataset
 
 FRAMES = 2
 
@@ -110,7 +110,7 @@ def test_folder_bad_records_are_counted_with_their_line(tmp_path, caplog):
     ]
     (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
     failures = SampleFailures("folder")
-    with caplog.at_level(logging.DEBUG, logger="datasets_scripts.faults"):
+    with caplog.at_level(logging.DEBUG, logger="foveated_vlm.data.faults"):
         samples = list(folder_dataset(tmp_path, tmp_path / "rows.jsonl", num_frames=FRAMES, failures=failures))
     assert [s["answer"] for s in samples] == ["a good row", "another good row"]
     assert dict(failures.failed) == {"bad_record": 7}

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from test_video_processing import write_video
 
-from datasets_scripts.faults import SampleFailures
-from datasets_scripts.webvid import FetchError, fetch_video, webvid_dataset
 from foveated_vlm import FoveatedVideoProcessor, VideoDecodeError
+from foveated_vlm.data.faults import SampleFailures
+from foveated_vlm.data.webvid import FetchError, fetch_video, webvid_dataset
 from foveated_vlm.download import DownloadError, download
 
 DEADLINE = 1.0  # seconds; the servers trickle a byte every 0.5 s, so a per-read timeout of 1 s never fires

@@ -16,10 +16,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from datasets_scripts import precompute
-from datasets_scripts.pipeline import build_dataset
-from datasets_scripts.precompute import LOCK, MANIFEST, OutputFolderError, PrecomputedTargets, main, precompute_targets
 from foveated_vlm import FoveatedVideoProcessor, build_target_encoder
+from foveated_vlm.data import precompute
+from foveated_vlm.data.pipeline import build_dataset
+from foveated_vlm.data.precompute import LOCK, MANIFEST, OutputFolderError, PrecomputedTargets, main, precompute_targets
 
 SIZE, FRAMES = 32, 2
 CLI = ["--dataset", "synthetic", "--target", "pixels", "--num_frames", str(FRAMES), "--frame_size", str(SIZE),

@@ -15,13 +15,13 @@ from tiny import config_for_processor
 from transformers import TrainingArguments
 
 import train
-from datasets_scripts.faults import NoSamplesError, SampleFailures
-from datasets_scripts.folder import folder_dataset
-from datasets_scripts.llava_video import llava_video_dataset
 from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator, build_target_encoder
-from foveated_vlm.data_collator import SkippingCollator
-from foveated_vlm.sample_counts import SAMPLE_COUNTS_KEY, SampleCounts
-from foveated_vlm.trainer_foveated import FoveatedTrainer
+from foveated_vlm.data.faults import NoSamplesError, SampleFailures
+from foveated_vlm.data.folder import folder_dataset
+from foveated_vlm.data.llava_video import llava_video_dataset
+from foveated_vlm.data.sample_counts import SAMPLE_COUNTS_KEY, SampleCounts
+from foveated_vlm.training.data_collator import SkippingCollator
+from foveated_vlm.training.trainer import FoveatedTrainer
 
 NUM_FRAMES = 4
 # Data text that tries to steer the model: frame and video tokens, chat tokens, a placeholder, and a token that

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from datasets.distributed import split_dataset_by_node
 
-from datasets_scripts.faults import SampleFailures
-from datasets_scripts.llava_video import iter_llava_video, llava_video_dataset, parse_conversation
+from foveated_vlm.data.faults import SampleFailures
+from foveated_vlm.data.llava_video import iter_llava_video, llava_video_dataset, parse_conversation
 
 SUBSET = "0_30_s_academic_v0_1"
 NUM_FRAMES = 3
@@ -183,7 +183,7 @@ def test_needs_exactly_one_video_source(subset):
 
 
 def test_a_stream_of_nothing_but_failures_is_an_error(subset, tmp_path):
-    from datasets_scripts.faults import NoSamplesError
+    from foveated_vlm.data.faults import NoSamplesError
 
     annotations = tmp_path / "a.json"
     annotations.write_text(json.dumps([CAPTIONS[3]] * 5))

@@ -14,8 +14,8 @@ from lmms_eval.models import get_model
 from test_cli import save_checkpoint
 from test_video_processing import write_video
 
-from foveated_vlm.data_collator import chat_prompt
-from foveated_vlm.lmms_eval_model import FoveatedVLMLmms
+from foveated_vlm.evaluation.lmms_eval_model import FoveatedVLMLmms
+from foveated_vlm.training.data_collator import chat_prompt
 
 QUESTIONS = ["a red ball rolls", "a blue cube falls"]
 OPTIONS = ["red", "blue"]

@@ -4,8 +4,8 @@ import torch
 from test_processing import make_processor
 from tiny import config_for_processor
 
-from datasets_scripts.pipeline import build_dataset
 from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator, build_target_encoder
+from foveated_vlm.data.pipeline import build_dataset
 
 
 def samples(n=3, frame_size=32, frames=4, seed=0):

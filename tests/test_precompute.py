@@ -11,16 +11,16 @@ from diffusers import AutoencoderKL
 from test_llava_video import CAPTIONS, OPEN_ENDED, VIDEOS, mp4, write_shard
 from test_processing import make_processor
 
-from datasets_scripts import precompute
-from datasets_scripts.pipeline import build_dataset
-from datasets_scripts.precompute import (
+from foveated_vlm import FoveatedVideoProcessor, VideoTextCollator, build_target_encoder
+from foveated_vlm.data import precompute
+from foveated_vlm.data.pipeline import build_dataset
+from foveated_vlm.data.precompute import (
     PrecomputedTargets,
     PrecomputedTargetsCollator,
     main,
     precompute_targets,
     video_id_of,
 )
-from foveated_vlm import FoveatedVideoProcessor, VideoTextCollator, build_target_encoder
 
 SIZE, FRAMES = 32, 4
 

@@ -13,7 +13,6 @@ from test_cli import save_checkpoint
 from test_targets import tiny_vae_dir  # noqa: F401 - a fixture
 from test_video_processing import write_video
 
-from datasets_scripts.pipeline import build_dataset
 from foveated_vlm import (
     FoveatedVLMForConditionalGeneration,
     FoveatedVLMProcessor,
@@ -21,8 +20,16 @@ from foveated_vlm import (
     SDVAETargetEncoder,
     VideoTextCollator,
 )
-from foveated_vlm.reporting import GAP, LABEL_WIDTH, find_template, fixation_figures, loss_curves, write_model_card
-from foveated_vlm.visualize import PANEL_GAP, TITLE_HEIGHT, fixation_cell, to_uint8_image
+from foveated_vlm.data.pipeline import build_dataset
+from foveated_vlm.evaluation.reporting import (
+    GAP,
+    LABEL_WIDTH,
+    find_template,
+    fixation_figures,
+    loss_curves,
+    write_model_card,
+)
+from foveated_vlm.evaluation.visualize import PANEL_GAP, TITLE_HEIGHT, fixation_cell, to_uint8_image
 from train import DataArguments, ModelArguments
 
 FRAMES = 4

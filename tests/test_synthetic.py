@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from datasets.distributed import split_dataset_by_node
 
-from datasets_scripts.synthetic import (
+from foveated_vlm.data.synthetic import (
     ANSWERS,
     SyntheticVideoConfig,
     _shape_mask,

@@ -6,7 +6,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from foveated_vlm import FoveatedVideoProcessor, PixelTargetEncoder, SDVAETargetEncoder, build_target_encoder
-from foveated_vlm.targets import pixel_targets
+from foveated_vlm.data.targets import pixel_targets
 
 
 def frames(batch: int = 2, time: int = 3, size: int = 32, seed: int = 0) -> torch.Tensor:

@@ -10,8 +10,8 @@ from tiny import PASS_METRICS, check_pass_metrics
 from transformers import AutoModel, AutoProcessor
 
 import train
-from foveated_vlm.data_collator import chat_prompt
-from foveated_vlm.presets import smollm2_gguf_path
+from foveated_vlm.training.data_collator import chat_prompt
+from foveated_vlm.training.presets import smollm2_gguf_path
 
 try:
     smollm2_gguf_path()
@@ -92,9 +92,9 @@ def test_the_checkpoint_reloads_with_its_processor(trained):
 
 @needs_smollm2
 def test_the_reloaded_checkpoint_reproduces_its_metrics(trained):
-    from datasets_scripts.pipeline import build_dataset
     from foveated_vlm import build_target_encoder
-    from foveated_vlm.evaluation import evaluate_model
+    from foveated_vlm.data.pipeline import build_dataset
+    from foveated_vlm.evaluation.metrics import evaluate_model
 
     output, metrics = trained
     model, processor = AutoModel.from_pretrained(output), AutoProcessor.from_pretrained(output)
@@ -132,7 +132,7 @@ def initial_model(*flags):
     """The model `train.main` starts from with these flags (same seed, same construction)."""
     from transformers import set_seed
 
-    from foveated_vlm.presets import build_model_and_processor
+    from foveated_vlm.training.presets import build_model_and_processor
 
     model_args, data_args, training_args = train.parse(QUICK + list(flags))
     set_seed(training_args.seed)
@@ -315,7 +315,7 @@ def test_push_to_hub_keeps_the_written_model_card(tmp_path):
     from transformers import TrainingArguments
 
     from foveated_vlm import FoveatedVLMForConditionalGeneration
-    from foveated_vlm.trainer_foveated import FoveatedTrainer
+    from foveated_vlm.training.trainer import FoveatedTrainer
 
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
     trainer = FoveatedTrainer(model=FoveatedVLMForConditionalGeneration(tiny_config()), args=args)
@@ -369,7 +369,7 @@ def test_training_on_precomputed_targets_matches_on_the_fly_targets(tmp_path):
 
     stored = tmp_path / "targets"
     subprocess.run(
-        [sys.executable, "-m", "datasets_scripts.precompute", "--dataset", "synthetic", "--seed", "0",
+        [sys.executable, "-m", "foveated_vlm.data.precompute", "--dataset", "synthetic", "--seed", "0",
          "--out", str(stored), "--target", "pixels", "--target_size", "8", "--frame_size", "32",
          "--num_frames", "4", "--max_videos", "8", "--dtype", "float32"],
         check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,

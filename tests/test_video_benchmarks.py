@@ -15,15 +15,15 @@ from transformers import AddedToken, PreTrainedTokenizerFast
 
 from foveated_vlm import FoveatedVideoProcessor, FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor
 from foveated_vlm.cli import main
-from foveated_vlm.sample_counts import SampleCounts
-from foveated_vlm.video_benchmark_scoring import (
+from foveated_vlm.data.sample_counts import SampleCounts
+from foveated_vlm.evaluation.video_benchmark_scoring import (
     encode_video,
     evaluate_benchmark,
     extract_answer_letter,
     generate_answer,
     score_choices,
 )
-from foveated_vlm.video_benchmarks import (
+from foveated_vlm.evaluation.video_benchmarks import (
     MVBENCH_ANSWER_PREFIX,
     MVBENCH_SYSTEM,
     VIDEOMME_INSTRUCTION,

@@ -15,8 +15,8 @@ from datasets.distributed import split_dataset_by_node
 from test_video_processing import write_video
 from torch.utils.data import DataLoader
 
-from datasets_scripts.faults import NoSamplesError, SampleFailures
-from datasets_scripts.webvid import FetchError, fetch_video, parse_duration, webvid_dataset
+from foveated_vlm.data.faults import NoSamplesError, SampleFailures
+from foveated_vlm.data.webvid import FetchError, fetch_video, parse_duration, webvid_dataset
 
 NUM_FRAMES = 4
 FAST = {"timeout": 0.3, "retries": 1, "backoff": 0.01}  # keeps the slow and failing routes quick
@@ -109,7 +109,7 @@ def run(dataset):
 
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_good_clips_come_out_and_failures_are_counted_by_reason(server, tmp_path, concurrency, caplog):
-    caplog.set_level(logging.INFO, logger="datasets_scripts.webvid")
+    caplog.set_level(logging.INFO, logger="foveated_vlm.data.webvid")
     good = [(f"g{i}", f"{server}/good/{i}.mp4", f"clip number {i}") for i in range(3)]
     bad = [("404", f"{server}/missing", "gone"), ("slow", f"{server}/slow", "slow"),
            ("trickle", f"{server}/trickle", "trickle"), ("cut", f"{server}/cut", "cut off"),

@@ -1,7 +1,7 @@
 """Precompute reconstruction targets to disk, once, instead of running the target encoder in every training step.
 
-    python -m datasets_scripts.precompute --dataset synthetic --out targets/ --target sd-vae --max_videos 10000
-    python -m datasets_scripts.precompute --dataset llava_video --annotation_files a.json --shards s1.tar.gz ... \\
+    python -m foveated_vlm.data.precompute --dataset synthetic --out targets/ --target sd-vae --max_videos 10000
+    python -m foveated_vlm.data.precompute --dataset llava_video --annotation_files a.json --shards s1.tar.gz ... \\
         --out targets/ --target sd-vae --vae stabilityai/sd-vae-ft-mse --num_frames 8 --frame_size 256
 
 Targets are computed from exactly the frames training sees: each sample's frames go through the same
@@ -46,10 +46,10 @@ from filelock import FileLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from datasets_scripts.faults import SampleFailures
-from datasets_scripts.pipeline import build_dataset
-from foveated_vlm.targets import PixelTargetEncoder, SDVAETargetEncoder, build_target_encoder
-from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor
+from ..video_processing_foveated import FoveatedVideoProcessor
+from .faults import SampleFailures
+from .pipeline import build_dataset
+from .targets import PixelTargetEncoder, SDVAETargetEncoder, build_target_encoder
 
 __all__ = [
     "INDEX",
@@ -374,7 +374,7 @@ def _source(args):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m datasets_scripts.precompute", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m foveated_vlm.data.precompute", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, help="synthetic, llava_video, or any name build_dataset knows")
     parser.add_argument("--out", required=True, help="output directory (resumed if it exists)")
     parser.add_argument("--target", required=True, choices=("sd-vae", "pixels"))

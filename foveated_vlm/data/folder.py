@@ -15,7 +15,7 @@ an absolute path elsewhere, a symlink pointing out; such a file is never opened)
 caption, a JSONL line that is not a JSON object, a JSON caption that is not a string, a CSV row with more cells than
 its header). CSV cells are text, so a caption "1984" in a CSV is the text "1984".
 
-The annotation file is read lazily (`datasets_scripts.annotations`): building the stream scans it once for where its
+The annotation file is read lazily (`foveated_vlm.data.annotations`): building the stream scans it once for where its
 rows start, and raises a `ValueError` naming the file and line for a wrong file (not UTF-8, a CSV header without
 `video` and `caption`, a first JSONL line that is not a JSON object); `folder_dataset` cuts the rows into
 `num_shards` contiguous blocks, which `split_dataset_by_node` and DataLoader workers hand out whole, so ranks see
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from datasets import IterableDataset
 
-from datasets_scripts.annotations import (
+from ..video_processing_foveated import FoveatedVideoProcessor, VideoDecodeError
+from .annotations import (
     BadRecordError,
     OutsideRootError,
     Scan,
@@ -41,8 +42,7 @@ from datasets_scripts.annotations import (
     scan_csv,
     scan_jsonl,
 )
-from datasets_scripts.faults import SampleFailures
-from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor, VideoDecodeError
+from .faults import SampleFailures
 
 __all__ = [
     "ANNOTATION_NAMES",
@@ -166,7 +166,7 @@ def folder_samples(
 ):
     """Yield the samples of the annotation `rows`, skipping and counting the ones that fail.
 
-    `rows` are (location, row) pairs, as the readers of `datasets_scripts.annotations` yield them: the location
+    `rows` are (location, row) pairs, as the readers of `foveated_vlm.data.annotations` yield them: the location
     ("file:line") names the row in messages, the row is a dict of its fields or the `BadRecordError` reading it
     gave. `failures` raises `NoSamplesError` once `give_up_after` rows have failed before any success (a wrong
     folder, say); a summary is logged when the rows run out."""

@@ -9,7 +9,7 @@ of both passes (nats over the patch grid; lower is more selective), and the opti
 
 Data: batches from `SkippingCollator(report_counts=True)` carry `sample_counts`, which training steps pop (the
 model never sees them) and every training log sums over ranks into running totals: `data/succeeded`,
-`data/success_rate` and `data/skipped_<reason>` (see `foveated_vlm.sample_counts`); `sample_counts()` returns them.
+`data/success_rate` and `data/skipped_<reason>` (see `foveated_vlm.data.sample_counts`); `sample_counts()` returns them.
 
 Checkpoints: resuming loads the weights strictly (a missing or unexpected weight is a `CheckpointError` naming
 them); a checkpoint without `optimizer.pt`/`scheduler.pt` (saved with `save_only_model`, or a save cut short)
@@ -35,10 +35,10 @@ from accelerate.utils import gather_object
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..data.sample_counts import SAMPLE_COUNTS_KEY, SampleCounts
+from ..modeling_foveated import fixation_entropy
 from .checkpoints import load_strictly, naming_the_disk, resume_problems, saved_step
 from .finetuning import optimizer_groups
-from .modeling_foveated import fixation_entropy
-from .sample_counts import SAMPLE_COUNTS_KEY, SampleCounts
 
 __all__ = ["FoveatedTrainer", "ratio_metrics"]
 
@@ -105,7 +105,7 @@ class FoveatedTrainer(Trainer):
             self._saved_model = saved
 
     def create_model_card(self, *args, **kwargs):
-        """Keep the card train.py wrote (`foveated_vlm.reporting.write_model_card`): `push_to_hub` calls this
+        """Keep the card train.py wrote (`foveated_vlm.evaluation.reporting.write_model_card`): `push_to_hub` calls this
         right before uploading, and the Trainer's generic card would replace it."""
         if not os.path.exists(os.path.join(self.args.output_dir, "README.md")):
             super().create_model_card(*args, **kwargs)

@@ -9,15 +9,15 @@ instead of a silent, endless loop.
 The counts are meant to be seen: a summary (succeeded, success rate, skipped by reason) is logged at WARNING every
 `log_every` failures and when a stream ends having skipped something (`report_end`). And since a stream runs in a
 DataLoader worker whose counts die with it, each yielded sample carries the skips since the sample before
-(`stamp`), which `foveated_vlm.data_collator.SkippingCollator` and `FoveatedTrainer` sum over workers and ranks
-into the training logs (`foveated_vlm.sample_counts`).
+(`stamp`), which `foveated_vlm.training.data_collator.SkippingCollator` and `FoveatedTrainer` sum over workers and ranks
+into the training logs (`foveated_vlm.data.sample_counts`).
 """
 
 import json
 import logging
 from collections import Counter
 
-from foveated_vlm.sample_counts import SKIPPED_FIELD, NoSamplesError, SampleCounts
+from .sample_counts import SKIPPED_FIELD, NoSamplesError, SampleCounts
 
 __all__ = ["NoSamplesError", "SampleFailures"]
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-from .data_collator import VideoTextCollator
+from ..training.data_collator import VideoTextCollator
 from .visualize import fixation_cell, save_gif, titled_panel, to_uint8_image
 
 __all__ = [

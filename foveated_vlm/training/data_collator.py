@@ -27,7 +27,7 @@ import re
 import numpy as np
 import torch
 
-from .sample_counts import SAMPLE_COUNTS_KEY, SKIPPED_FIELD, NoSamplesError, SampleCounts, reason_of
+from ..data.sample_counts import SAMPLE_COUNTS_KEY, SKIPPED_FIELD, NoSamplesError, SampleCounts, reason_of
 
 __all__ = ["SkippingCollator", "VideoTextCollator", "chat_prompt", "ground_truth", "target_patches", "uint8_frames"]
 

@@ -12,7 +12,7 @@
 `load_benchmark` yields `BenchmarkItem`s (video path, question, options, answer letter, metadata); a row whose video
 is missing, or that is malformed (a field absent or of the wrong type, an answer that is not one of the options), is
 skipped and counted in the `SampleCounts` it is given, never fatal. Only files under DIR are read.
-`benchmark_prompt` writes an item as its benchmark's evaluation asks it; `foveated_vlm.video_benchmark_scoring`
+`benchmark_prompt` writes an item as its benchmark's evaluation asks it; `video_benchmark_scoring`
 scores the answers.
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data_collator import chat_prompt
-from .sample_counts import SampleCounts
+from ..data.sample_counts import SampleCounts
+from ..training.data_collator import chat_prompt
 
 __all__ = [
     "BENCHMARKS",

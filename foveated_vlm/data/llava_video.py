@@ -18,7 +18,7 @@ memory (stream mode reads past their data in small blocks), and an annotated mem
 that resolves outside the folder (`../x.mp4`, an absolute path elsewhere, a symlink pointing out) is never opened:
 it is counted ("outside_root").
 
-Annotation files are read lazily (`datasets_scripts.annotations`): building the stream scans each once, keeping only
+Annotation files are read lazily (`foveated_vlm.data.annotations`): building the stream scans each once, keeping only
 where each record starts, and raises a `ValueError` naming the file and the record for a wrong file (not UTF-8, not a
 JSON list, broken JSON). With `video_root` the records are cut into `num_shards` contiguous blocks that the generator
 reads from disk as it gets to them; with `shards` each worker reads the annotations into its index of videos when its
@@ -49,7 +49,8 @@ from pathlib import Path
 import fsspec
 from datasets import Array4D, Features, IterableDataset, Value
 
-from datasets_scripts.annotations import (
+from ..video_processing_foveated import FoveatedVideoProcessor
+from .annotations import (
     BadRecordError,
     OutsideRootError,
     contiguous_blocks,
@@ -57,10 +58,9 @@ from datasets_scripts.annotations import (
     resolve_under,
     scan_json_list,
 )
-from datasets_scripts.faults import SampleFailures
-from datasets_scripts.folder import MAX_FRAME_SIDE, load_clip
-from foveated_vlm.sample_counts import SKIPPED_FIELD
-from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor
+from .faults import SampleFailures
+from .folder import MAX_FRAME_SIDE, load_clip
+from .sample_counts import SKIPPED_FIELD
 
 __all__ = [
     "HUB_REPO",

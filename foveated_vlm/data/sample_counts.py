@@ -3,7 +3,7 @@ with the data to the trainer's logs.
 
 Samples are read in DataLoader worker processes and on several ranks, and a count kept in a worker dies with it.
 So the counts travel with the data: every sample a source yields carries, in its `skipped` field (`SKIPPED_FIELD`,
-a JSON object reason -> count, `datasets_scripts.faults.SampleFailures.stamp`), the records its stream skipped since
+a JSON object reason -> count, `foveated_vlm.data.faults.SampleFailures.stamp`), the records its stream skipped since
 the sample before; `SkippingCollator(report_counts=True)` adds those, and the samples it had to drop itself, into
 the batch's `sample_counts` (`SAMPLE_COUNTS_KEY`); and `FoveatedTrainer` pops them, sums them, gathers them over
 ranks when it logs and logs the running totals as `data/succeeded`, `data/success_rate` and `data/skipped_<reason>`.

@@ -19,9 +19,9 @@ import os
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from .configuration_foveated import FoveatedVLMConfig
-from .modeling_foveated import VIDEO_TOKENS, FoveatedVLMForConditionalGeneration
-from .processing_foveated import FoveatedVLMProcessor
+from ..configuration_foveated import FoveatedVLMConfig
+from ..modeling_foveated import VIDEO_TOKENS, FoveatedVLMForConditionalGeneration
+from ..processing_foveated import FoveatedVLMProcessor
 
 __all__ = ["PRESETS", "build_model_and_processor", "load_tokenizer", "preset_flags", "smollm2_gguf_path"]
 

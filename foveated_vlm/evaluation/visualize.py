@@ -5,7 +5,7 @@
     row = titled_panel([frame, coarse, fine], ["frame 1/8", "static query", "planned query"], caption=prompt)
     save_gif([row, ...], "fixations.gif")
 
-The tint is pink (`TINT_RGB`), a colour no object of the synthetic generator has (`datasets_scripts/synthetic.py`
+The tint is pink (`TINT_RGB`), a colour no object of the synthetic generator has (`foveated_vlm/data/synthetic.py`
 `PALETTE`: red, green, blue, yellow, magenta, cyan, white, orange), so a tinted red object still reads as tinted.
 """
 

@@ -22,9 +22,9 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from .encoder_foveated import VisionKVCache
-from .processing_foveated import expand_video_placeholders
-from .sample_counts import SampleCounts
+from ..data.sample_counts import SampleCounts
+from ..encoder_foveated import VisionKVCache
+from ..processing_foveated import expand_video_placeholders
 from .video_benchmarks import benchmark_prompt
 
 __all__ = [

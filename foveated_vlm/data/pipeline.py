@@ -11,10 +11,10 @@ from pathlib import Path
 
 from datasets import concatenate_datasets, interleave_datasets
 
-from datasets_scripts.folder import folder_dataset
-from datasets_scripts.llava_video import llava_video_dataset
-from datasets_scripts.synthetic import SyntheticVideoConfig, synthetic_dataset
-from datasets_scripts.webvid import webvid_dataset
+from .folder import folder_dataset
+from .llava_video import llava_video_dataset
+from .synthetic import SyntheticVideoConfig, synthetic_dataset
+from .webvid import webvid_dataset
 
 __all__ = ["CLUTTER_SCENE", "DATASETS", "GENERATED", "SHARD_SUFFIXES", "build_dataset", "clutter_scene"]
 

@@ -5,7 +5,7 @@ start-up it loads every entry point of that group and registers the `ModelManife
 `models/registry_v2.py`, `load_entrypoint_manifests`). This package's `setup.cfg` declares
 
     [options.entry_points]
-    lmms_eval.models = foveated_vlm = foveated_vlm.lmms_eval_model:MANIFEST
+    lmms_eval.models = foveated_vlm = foveated_vlm.evaluation.lmms_eval_model:MANIFEST
 
 so an installed foveated-vlm is found (with lmms-eval installed beside it: see setup.cfg's `eval` extra) without a
 fork of lmms-eval and without `LMMS_EVAL_PLUGINS` (which 0.7 deprecates). `foveated_vlm` itself never imports this
@@ -40,10 +40,10 @@ from lmms_eval.models.registry_v2 import ModelManifest
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .checkpoints import load_strictly
-from .data_collator import SequenceTooLong, VideoTextCollator
-from .sample_counts import SampleCounts, reason_of, summary_line
-from .video_processing_foveated import VideoDecodeError
+from ..data.sample_counts import SampleCounts, reason_of, summary_line
+from ..training.checkpoints import load_strictly
+from ..training.data_collator import SequenceTooLong, VideoTextCollator
+from ..video_processing_foveated import VideoDecodeError
 
 __all__ = ["MANIFEST", "FoveatedVLMLmms"]
 

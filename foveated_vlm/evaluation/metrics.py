@@ -9,7 +9,7 @@ Metrics (keys of `foveated-vlm evaluate --json`):
                                                        torchmetrics', frames of 6 px a side or more)
   caption_bleu / caption_rouge_l                       captions the fine stream generates against the references:
                                                        sacrebleu's corpus BLEU-4 (defaults, 13a, exp smoothing) / 100
-                                                       and rouge-score's ROUGE-L F1 unstemmed (`metrics/caption_scores`)
+                                                       and rouge-score's ROUGE-L F1 unstemmed (`caption_scores.py`)
   accuracy_fine / accuracy_coarse                      fraction right, where samples define an answer among choices:
                                                        each pass picks the choice it gives the lowest loss
   caption_loss_other_video                             fine caption loss with each text paired with another video
@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data_collator import VideoTextCollator, ground_truth, target_patches
-from .encoder_foveated import VisionKVCache
-from .modeling_foveated import fixation_entropy, target_share
-from .targets import PixelTargetEncoder, SDVAETargetEncoder
-from .trainer_foveated import ratio_metrics
+from ..data.targets import PixelTargetEncoder, SDVAETargetEncoder
+from ..encoder_foveated import VisionKVCache
+from ..modeling_foveated import fixation_entropy, target_share
+from ..training.data_collator import VideoTextCollator, ground_truth, target_patches
+from ..training.trainer import ratio_metrics
 
 __all__ = ["evaluate_model", "per_sample_caption_losses"]
 
@@ -99,7 +99,7 @@ def _caption_scores(predictions: list[str], references: list[str]) -> dict[str, 
     """Corpus BLEU-4 and ROUGE-L through the local `evaluate` module shipped beside this file."""
     import evaluate
 
-    metric = evaluate.load(os.path.join(os.path.dirname(__file__), "metrics", "caption_scores.py"))
+    metric = evaluate.load(os.path.join(os.path.dirname(__file__), "caption_scores.py"))
     scores = metric.compute(predictions=predictions, references=references)
     return {"caption_bleu": scores["bleu"], "caption_rouge_l": scores["rouge_l"]}
 

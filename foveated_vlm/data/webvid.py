@@ -35,8 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from datasets import IterableDataset, load_dataset
 
-from datasets_scripts.faults import SampleFailures
-from datasets_scripts.folder import (
+from ..download import DownloadError, check_download_bounds, download
+from ..video_processing_foveated import FoveatedVideoProcessor
+from .faults import SampleFailures
+from .folder import (
     CAPTION_PROMPT,
     MAX_FRAME_SIDE,
     BadRecordError,
@@ -44,8 +46,6 @@ from datasets_scripts.folder import (
     load_clip,
     text_field,
 )
-from foveated_vlm.download import DownloadError, check_download_bounds, download
-from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor
 
 __all__ = [
     "WEBVID_REPO",

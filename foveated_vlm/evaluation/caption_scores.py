@@ -1,7 +1,7 @@
 """A local `evaluate` metric for captions: corpus BLEU-4 (sacrebleu) and ROUGE-L F1 (rouge-score), one reference each.
 
 `evaluate.load("bleu")` and `evaluate.load("rouge")` fetch their scripts from the Hub, which offline runs cannot
-reach; this module loads from disk with `evaluate.load(path_to_this_file)` (see `foveated_vlm.evaluation`) and calls
+reach; this module loads from disk with `evaluate.load(path_to_this_file)` (see `evaluation.metrics`) and calls
 the reference libraries themselves, so the numbers are the published tools' numbers, not a re-implementation's:
 
 - BLEU: `sacrebleu.corpus_bleu` with its defaults, signature `nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp`
