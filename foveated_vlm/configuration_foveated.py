@@ -10,7 +10,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
-__all__ = ["FoveatedVLMConfig", "SUPPORTED_VISION_MODEL_TYPES"]
+__all__ = ["FoveatedVLMConfig", "SUPPORTED_VISION_MODEL_TYPES", "VIDEO_TOKENS", "add_video_tokens"]
 
 # The foveated encoder re-runs the vision layers itself (to keep every layer's keys/values from the one patch
 # pass), so it supports exactly the layer layouts it knows.
@@ -18,6 +18,17 @@ SUPPORTED_VISION_MODEL_TYPES = ("dinov3_vit", "dinov2", "dinov2_with_registers")
 
 # SmolLM2-135M-Instruct has 49,152 tokens; the three video tokens are appended after them.
 _SMOLLM2_VOCAB = 49152
+
+# Text of the special tokens; `<video>` is the user-facing placeholder the processor expands into them.
+VIDEO_TOKENS = {"video_start": "<video_start>", "frame": "<frame>", "video_end": "<video_end>"}
+
+
+def add_video_tokens(tokenizer) -> dict[str, int]:
+    """Add `<video_start>`, `<frame>` and `<video_end>` to `tokenizer` as special tokens (a no-op for those it has)
+    and return their ids as `FoveatedVLMConfig` fields: `{"video_start_token_id": ..., "frame_token_id": ...,
+    "video_end_token_id": ...}`. Resize the language model's embeddings to `len(tokenizer)` afterwards."""
+    tokenizer.add_tokens(list(VIDEO_TOKENS.values()), special_tokens=True)
+    return {f"{name}_token_id": tokenizer.convert_tokens_to_ids(token) for name, token in VIDEO_TOKENS.items()}
 
 
 @strict

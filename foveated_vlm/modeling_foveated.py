@@ -30,7 +30,7 @@ from transformers import (
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_foveated import FoveatedVLMConfig
+from .configuration_foveated import VIDEO_TOKENS, FoveatedVLMConfig, add_video_tokens
 from .encoder_foveated import FoveatedEncoder, VisionKVCache
 from .input_checks import InputChecks, check_video_shape
 from .predictor_foveated import LatentPredictor
@@ -51,9 +51,6 @@ __all__ = [
 # loading path (and `pipeline("image-text-to-text")`'s), `AutoModelForMultimodalLM` is `pipeline("any-to-any")`'s;
 # `AutoModel` stays for code that loaded checkpoints through it before.
 AUTO_MODEL_CLASSES = ("AutoModel", "AutoModelForImageTextToText", "AutoModelForMultimodalLM")
-
-# Text of the special tokens; `<video>` is the user-facing placeholder the processor expands into them.
-VIDEO_TOKENS = {"video_start": "<video_start>", "frame": "<frame>", "video_end": "<video_end>"}
 
 
 @dataclass
@@ -686,13 +683,12 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         text_kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         text = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, **text_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path, **text_kwargs)
-        tokenizer.add_tokens(list(VIDEO_TOKENS.values()), special_tokens=True)
+        token_ids = add_video_tokens(tokenizer)
         text.resize_token_embeddings(len(tokenizer))
 
         vision_config = vision.config.to_dict()
         if frame_size is not None:
             vision_config["image_size"] = frame_size
-        token_ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(token) for name, token in VIDEO_TOKENS.items()}
         config = FoveatedVLMConfig(
             vision_config=vision_config, text_config=text.config.to_dict(), **token_ids, **config_kwargs
         )

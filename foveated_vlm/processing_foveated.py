@@ -34,7 +34,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.video_processing_utils import VideoProcessorMixin
 
-from .modeling_foveated import VIDEO_TOKENS
+from .configuration_foveated import VIDEO_TOKENS, add_video_tokens
 from .processing_kwargs import FoveatedProcessingKwargs, TextLayout, accepted_keywords, pad_rows, truncate_rows
 from .video_processing_foveated import FoveatedVideoProcessor, make_video_list
 
@@ -227,12 +227,11 @@ class FoveatedVLMProcessor(ProcessorMixin):
         super().__init__(video_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
         if "padding_side" not in tokenizer.init_kwargs:  # no explicit choice: pad for generation, and save that
             use_padding_side(tokenizer, "left")
-        tokenizer.add_tokens(list(VIDEO_TOKENS.values()), special_tokens=True)
-        ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in VIDEO_TOKENS.items()}
+        ids = add_video_tokens(tokenizer)
         self.video_start_token_id, self.frame_token_id, self.video_end_token_id = (
-            ids["video_start"],
-            ids["frame"],
-            ids["video_end"],
+            ids["video_start_token_id"],
+            ids["frame_token_id"],
+            ids["video_end_token_id"],
         )
 
     def check_argument_for_proper_class(self, argument_name, argument):

@@ -19,8 +19,8 @@ import os
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from ..configuration_foveated import FoveatedVLMConfig
-from ..modeling_foveated import VIDEO_TOKENS, FoveatedVLMForConditionalGeneration
+from ..configuration_foveated import FoveatedVLMConfig, add_video_tokens
+from ..modeling_foveated import FoveatedVLMForConditionalGeneration
 from ..processing_foveated import FoveatedVLMProcessor
 
 __all__ = ["PRESETS", "build_model_and_processor", "load_tokenizer", "preset_flags", "smollm2_gguf_path"]
@@ -269,8 +269,7 @@ def build_model_and_processor(model_args, data_args):
         if model_args.vision_model:
             raise ValueError("--vision_model (pretrained) needs a pretrained --text_model too; got --text_model config")
         tokenizer = load_tokenizer(model_args.tokenizer)
-        tokenizer.add_tokens(list(VIDEO_TOKENS.values()), special_tokens=True)
-        ids = {f"{name}_token_id": tokenizer.convert_tokens_to_ids(token) for name, token in VIDEO_TOKENS.items()}
+        ids = add_video_tokens(tokenizer)
         text_config = {
             "model_type": "llama",
             "vocab_size": len(tokenizer),
