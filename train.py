@@ -47,6 +47,7 @@ from foveated_vlm.evaluation.reporting import (
 )
 from foveated_vlm.training.data_collator import SkippingCollator
 from foveated_vlm.training.finetuning import add_lora, freeze, merge_lora
+from foveated_vlm.training.foveation_losses import FoveationLosses
 from foveated_vlm.training.presets import PRESETS, build_model_and_processor, preset_flags
 from foveated_vlm.training.trainer import FoveatedTrainer
 
@@ -76,18 +77,8 @@ class ModelArguments:
     query_top_k: int = field(default=0, metadata={"help": "hard top-k attention of the queries in the ViT; 0: off"})
     query_norm: str = field(default="none", metadata={"help": "'batch': standardise planned queries over the batch"})
     token_norm: str = field(default="none", metadata={"help": "'batch': standardise frame tokens over the batch"})
-    fine_queries: str = field(default="predicted", metadata={"help": "'random': the random-query control"})
     prompt_query: bool = field(
         default=False, metadata={"help": "add a query planned from the prompt (<video_start>) to every frame's query"}
-    )
-    contrastive_loss_weight: float = 0.0
-    entropy_margin_loss_weight: float = 0.0
-    entropy_margin: float = 0.5
-    fixation_loss_weight: float = field(
-        default=0.0, metadata={"help": "clutter: supervise fine fixations with where the prompted object is"}
-    )
-    fixation_loss_steps: int = field(
-        default=0, metadata={"help": "end the fixation loss after this many steps (queries released); 0: never"}
     )
     vision_initializer_range: float = field(
         default=0.02, metadata={"help": "std of a fresh ViT's weights; larger gives its attention logits room"}
@@ -107,6 +98,12 @@ class ModelArguments:
     backbone_learning_rate: float | None = field(
         default=None, metadata={"help": "learning rate of the vision encoder and language model (default: the same)"}
     )
+
+
+# The foveation experiment's flags (--fine_queries, --contrastive_loss_weight, --entropy_margin_loss_weight,
+# --entropy_margin, --fixation_loss_weight, --fixation_loss_steps): how the model is trained, never stored in its
+# config. The loss module's dataclass is the argument group itself, so the flags and the trainer cannot drift apart.
+FoveationArguments = FoveationLosses
 
 
 @dataclass
@@ -142,18 +139,19 @@ class DataArguments:
 
 
 def parse(argv: list[str]):
-    """Preset flags first, the user's after them: argparse keeps the last value of a repeated flag.
+    """`(model_args, data_args, foveation_args, training_args)`. Preset flags first, the user's after them: argparse
+    keeps the last value of a repeated flag.
 
     The preset is read with the same parser as every other flag (`--preset clutter`, `--preset=clutter`), in a
     first pass that ignores the rest; the second pass parses the preset's flags and then the user's."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, FoveationArguments, TrainingArguments))
     preset = parser.parse_known_args(argv)[0].preset
     if preset not in PRESETS:
         raise SystemExit(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     return parser.parse_args_into_dataclasses(args=preset_flags(preset) + argv)
 
 
-def check_arguments(model_args, data_args, training_args) -> None:
+def check_arguments(model_args, data_args, foveation_args, training_args) -> None:
     """Conflicting or unusable settings are an error before any work."""
     if model_args.reconstruction_loss_weight <= 0 and (
         model_args.caption_loss_weight <= 0 or not data_args.train_captions
@@ -168,20 +166,18 @@ def check_arguments(model_args, data_args, training_args) -> None:
     if data_args.curriculum_clips and data_args.dataset != "clutter":
         raise SystemExit(f"--curriculum_clips grows clutter scenes; got --dataset {data_args.dataset}")
     clutter = data_args.dataset == "clutter" or (data_args.dataset == "synthetic" and data_args.task == "clutter")
-    if model_args.fixation_loss_weight and not clutter:
+    if foveation_args.fixation_loss_weight and not clutter:
         raise SystemExit(
             f"--fixation_loss_weight needs clips whose ground truth places the prompted object (--dataset clutter); "
             f"got --dataset {data_args.dataset} --task {data_args.task}"
         )
-    if model_args.fixation_loss_weight and data_args.caption_mix:
+    if foveation_args.fixation_loss_weight and data_args.caption_mix:
         raise SystemExit(
             f"--fixation_loss_weight needs a prompted object in every clip; --caption_mix {data_args.caption_mix} "
             "mixes in described clips, which name none"
         )
-    if model_args.fixation_loss_steps < 0:
-        raise SystemExit(f"--fixation_loss_steps {model_args.fixation_loss_steps} must be >= 0 (0: never stop)")
-    if model_args.fixation_loss_steps and not model_args.fixation_loss_weight:
-        raise SystemExit(f"--fixation_loss_steps {model_args.fixation_loss_steps} ends a fixation loss that is off")
+    if foveation_args.fixation_loss_steps and not foveation_args.fixation_loss_weight:
+        raise SystemExit(f"--fixation_loss_steps {foveation_args.fixation_loss_steps} ends a fixation loss that is off")
     if data_args.curriculum_clips < 0:
         raise SystemExit(f"--curriculum_clips {data_args.curriculum_clips} must be >= 0 (0: no curriculum)")
     clips = training_args.max_steps * training_args.per_device_train_batch_size
@@ -214,8 +210,8 @@ def check_arguments(model_args, data_args, training_args) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse(sys.argv[1:] if argv is None else argv)
-    check_arguments(model_args, data_args, training_args)
+    model_args, data_args, foveation_args, training_args = parse(sys.argv[1:] if argv is None else argv)
+    check_arguments(model_args, data_args, foveation_args, training_args)
     set_seed(training_args.seed)
     model, processor = build_model_and_processor(model_args, data_args)
     freeze(model, vision=model_args.freeze_vision, language_model=model_args.freeze_language_model)
@@ -255,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     # its last sample reach no batch, and `training_data_counts` adds them.
     train_failures = SampleFailures(f"training stream ({data_args.dataset})")
     train_stream = stream(training_args.seed, shard=True, failures=train_failures)
-    fixation_grid = model.config.frame_size // model.config.patch_size if model_args.fixation_loss_weight else None
+    fixation_grid = model.config.frame_size // model.config.patch_size if foveation_args.fixation_loss_weight else None
     train_collator = VideoTextCollator(
         processor, target_encoder, train_captions=data_args.train_captions, fixation_grid=fixation_grid
     )
@@ -278,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         processing_class=processor,
         backbone_learning_rate=model_args.backbone_learning_rate,
-        fixation_loss_steps=model_args.fixation_loss_steps,
+        foveation=foveation_args,
     )
     print(startup_summary(model, model_args, data_args, training_args), flush=True)
     start = time.perf_counter()
@@ -310,6 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
             batch_size=training_args.per_device_eval_batch_size,
             target_encoder=target_encoder,
             progress=not training_args.disable_tqdm,
+            random_fine_queries=foveation_args.random_queries,  # the control is evaluated as it trained
         )
     metrics.update(train_seconds=train_seconds, steps=trainer.state.global_step, preset=model_args.preset)
     metrics.update(training=last_training_window(trainer.state.log_history), data=data_counts.report())
@@ -317,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
         json.dump(metrics, handle, indent=2)
     with open(os.path.join(training_args.output_dir, "log_history.json"), "w") as handle:
         json.dump(trainer.state.log_history, handle, indent=2)
-    run_args = {"model": asdict(model_args), "data": asdict(data_args)}
+    run_args = {"model": asdict(model_args), "data": asdict(data_args), "foveation": asdict(foveation_args)}
     with open(os.path.join(training_args.output_dir, "train_args.json"), "w") as handle:
         json.dump(run_args, handle, indent=2)
     output = training_args.output_dir
@@ -331,7 +328,14 @@ def main(argv: list[str] | None = None) -> dict:
     shown = list(itertools.islice(shown, 4))
     figures = []
     if shown:
-        figures = fixation_figures(model, processor, shown, output, target_encoder=target_encoder)
+        figures = fixation_figures(
+            model,
+            processor,
+            shown,
+            output,
+            target_encoder=target_encoder,
+            random_fine_queries=foveation_args.random_queries,
+        )
     else:
         print("no clip to draw the fixation figures from: the stream gave none; figures skipped", flush=True)
     num_patches = (model.config.frame_size // model.config.patch_size) ** 2  # the entropy plot's uniform line

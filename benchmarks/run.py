@@ -42,7 +42,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from decode_sampling import FPS, decode_all, write_clip
 from encoder_cost import SHAPES, encoder_costs
 from patch_baseline import PatchTokenVLM
@@ -92,21 +91,9 @@ def coarse_pass_loss(
 ):
     """The first half of `FoveatedVLMModel.forward` and its losses: patch pass, static queries, one LM pass."""
     base, config = model.model, model.config
-    batch, frames = pixel_values_videos.shape[:2]
-    start = base.video_layout(input_ids, frames)  # [B]
-    frame_mask = input_ids == config.frame_token_id  # [B, L]
-    start_mask = input_ids == config.video_start_token_id
-    plan_positions = start[:, None] + torch.arange(frames) * config.tokens_per_frame  # [B, T]
-    gather_index = plan_positions[..., None].expand(-1, -1, config.text_config.hidden_size)  # [B, T, D]
-
-    _, cache = base.foveated_encoder.encode_patches(pixel_values_videos.flatten(0, 1), return_patch_states=False)
-    static = base.static_queries.expand(batch, frames, -1, -1)  # [B, T, K, qd]
-    _, embeds, _ = base.extract_tokens(static, cache, False, base.COARSE)  # [B, T*K, D]
-    token_embeds = base.get_input_embeddings()(input_ids)
-    hidden = base.run_language_model(token_embeds, embeds, frame_mask, start_mask, base.COARSE).last_hidden_state
-    predicted = model.predict_next_latents(hidden.gather(1, gather_index), target_latents)  # [B, T, C, h, w]
-    reconstruction = F.mse_loss(predicted.float(), target_latents.float())
-    caption = model.caption_loss(hidden, labels)
+    video = base.video_layout(input_ids, pixel_values_videos)
+    coarse = base.coarse_pass(video, base.encode_video(pixel_values_videos), use_cache=False)
+    _, reconstruction, caption = model.pass_losses(coarse.last_hidden_state, coarse.plan_hidden, target_latents, labels)
     return config.reconstruction_loss_weight * reconstruction + config.caption_loss_weight * caption
 
 

@@ -64,7 +64,7 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     model, processor = build(args.full, args.frames)
-    size = processor.video_processor.size
+    size = processor.video_processor.frame_size
     frames = torch.randn(args.frames, 3, size, size)
     items = [BenchmarkItem("videomme", "clip.mp4", f"Question {i}?", ["a", "b", "c", "d"], "A") for i in range(3)]
     prompts = [benchmark_prompt(processor, item) for item in items]

@@ -78,6 +78,8 @@ def run(name: str, preset: str, extra: list[str], args) -> dict:
     dataset = "global_change" if preset == "global-control" else "clutter"
     evaluate = [sys.executable, "-m", "foveated_vlm.cli", "evaluate", "--model", output, "--dataset", dataset]
     evaluate += ["--seed", str(args.eval_seed), "--num_videos", str(args.eval_videos), "--json", result]
+    with open(os.path.join(output, "train_args.json")) as handle:  # the random-query control is evaluated as it trained
+        evaluate += ["--fine_queries", json.load(handle)["foveation"]["fine_queries"]]
     with open(os.path.join(output, "evaluate.log"), "w") as log:
         subprocess.run(evaluate, check=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     with open(result) as handle:

@@ -34,11 +34,12 @@ def load(args, train_flags: list[str]):
     if args.model:
         model = FoveatedVLMForConditionalGeneration.from_pretrained(args.model)
         return model, FoveatedVLMProcessor.from_pretrained(args.model)
-    import train  # noqa: PLC0415 (train.py's parser and builder, only for a fresh model)
+    # train.py's parser (presets, then the flags given) until its argument dataclasses move into foveated_vlm.training
+    import train  # noqa: PLC0415 (only for a fresh model)
     from foveated_vlm.training.presets import build_model_and_processor  # noqa: PLC0415
 
     flags = ["--preset", args.preset, "--output_dir", "unused", *train_flags]
-    model_args, data_args, training_args = train.parse(flags)
+    model_args, data_args, *_, training_args = train.parse(flags)  # the experiment's loss flags do not shape a model
     torch.manual_seed(training_args.seed)
     return build_model_and_processor(model_args, data_args)
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     model, processor = load(args, train_flags)
     model.eval()
-    frames, size = processor.video_processor.num_frames, processor.video_processor.size
+    frames, size = processor.video_processor.num_frames, processor.video_processor.frame_size
     layout = clutter_scene("quadrant")
     if args.num_objects:
         layout = {**layout, "num_objects": (args.num_objects, args.num_objects)}

@@ -131,7 +131,7 @@ def _file_frames(processor, path: str, sample_fps: float, max_frames: int):
     model's frame size (a 4K file is decoded straight to that, never held at full size)."""
     video_processor = processor.video_processor
     frames, _, _ = video_processor.load_frames(
-        path, fps=sample_fps, max_frames=max_frames, max_size=2 * video_processor.size
+        path, fps=sample_fps, max_frames=max_frames, max_size=2 * video_processor.frame_size
     )
     yield from frames
 
@@ -253,6 +253,8 @@ def evaluate_video_benchmark(args) -> dict:
 
 def evaluate(args) -> dict:
     if args.benchmark:
+        if args.fine_queries == "random":
+            raise ValueError("--fine_queries random (the random-query control) is for --dataset evaluation")
         if args.data_dir is None:
             raise ValueError(f"--benchmark {args.benchmark} reads the benchmark from --data_dir; pass --data_dir DIR")
         return evaluate_video_benchmark(args)
@@ -275,13 +277,19 @@ def evaluate(args) -> dict:
     samples = build_dataset(
         args.dataset,
         seed=args.seed,
-        frame_size=video_processor.size,
+        frame_size=video_processor.frame_size,
         num_frames=video_processor.num_frames,
         task=task,
         question=question,
     )
     metrics = evaluate_model(
-        model, processor, samples, num_videos=args.num_videos, batch_size=args.batch_size, target_encoder=target_encoder
+        model,
+        processor,
+        samples,
+        num_videos=args.num_videos,
+        batch_size=args.batch_size,
+        target_encoder=target_encoder,
+        random_fine_queries=args.fine_queries == "random",
     )
     metrics.update(dataset=args.dataset, seed=args.seed, model=args.model)
     if args.dataset == "synthetic":
@@ -356,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("--batch_size", type=_positive(int), default=8)
     evaluate_parser.add_argument("--vae", default="stabilityai/sd-vae-ft-mse", help="for models on sd-vae targets")
     evaluate_parser.add_argument("--json", type=_output_file(), default=None, help="write the metrics here")
+    evaluate_parser.add_argument(
+        "--fine_queries",
+        choices=("predicted", "random"),
+        default="predicted",
+        help="'random': the fine pass reads with fresh random queries (re-evaluates a run trained as that control)",
+    )
     evaluate_parser.set_defaults(run=evaluate)
     return parser
 

@@ -3,14 +3,18 @@
 A `FoveatedVLMConfig` composes a vision config (DINOv3 ViT or DINOv2) and a text config (Llama / SmolLM2), in the
 style of transformers' LLaVA and SmolVLM configs, and adds what the foveated model needs: the query width, how
 many tokens each frame gives (K), the shape of the reconstruction target, the ids of the video special tokens and
-the loss weights. The seeds' defaults are DINOv3 ViT-S/16 at 256 px, SmolLM2-135M-Instruct, SD-VAE latents 4x32x32.
+the contract's three loss weights. The seeds' defaults are DINOv3 ViT-S/16 at 256 px, SmolLM2-135M-Instruct,
+SD-VAE latents 4x32x32.
 """
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.utils import logging
 
 __all__ = ["FoveatedVLMConfig", "SUPPORTED_VISION_MODEL_TYPES", "VIDEO_TOKENS", "add_video_tokens"]
+
+logger = logging.get_logger(__name__)
 
 # The foveated encoder re-runs the vision layers itself (to keep every layer's keys/values from the one patch
 # pass), so it supports exactly the layer layouts it knows.
@@ -18,6 +22,15 @@ SUPPORTED_VISION_MODEL_TYPES = ("dinov3_vit", "dinov2", "dinov2_with_registers")
 
 # SmolLM2-135M-Instruct has 49,152 tokens; the three video tokens are appended after them.
 _SMOLLM2_VOCAB = 49152
+
+# Fields of the foveation experiment that configs saved before the redesign hold, with their defaults then.
+_TRAINING_OPTIONS = {
+    "fine_queries": "predicted",
+    "contrastive_loss_weight": 0.0,
+    "entropy_margin_loss_weight": 0.0,
+    "entropy_margin": 0.5,
+    "fixation_loss_weight": 0.0,
+}
 
 # Text of the special tokens; `<video>` is the user-facing placeholder the processor expands into them.
 VIDEO_TOKENS = {"video_start": "<video_start>", "frame": "<frame>", "video_end": "<video_end>"}
@@ -81,9 +94,6 @@ class FoveatedVLMConfig(PreTrainedConfig):
             batch norms are for training from scratch: in training their statistics mix every frame and clip of
             the batch (later frames included), so only evaluation (running statistics) is strictly causal, and the
             stream equals the parallel forward in eval mode.
-        fine_queries (`str`, *optional*, defaults to `"predicted"`):
-            `"random"` is the control of the foveation experiment: the fine pass reads every frame with fresh random
-            std-1 queries instead of the planned ones, so any fine/coarse gap it shows is not from choosing.
         prompt_query (`bool`, *optional*, defaults to `False`):
             A second query head reads the coarse pass's `<video_start>` hidden state (the model's reading of the
             prompt, before any frame) and its query is added to every frame's planned query (the sum scaled by
@@ -91,19 +101,11 @@ class FoveatedVLMConfig(PreTrainedConfig):
             part has its own norm, the prompt part's over the B videos of a batch, so training needs B >= 2). The
             per-frame head still plans from the frames seen; the prompt part carries what the prompt asks for to
             every frame, where a frame's own hidden state holds the prompt only diluted among the frames it read.
-        contrastive_loss_weight (`float`, *optional*, defaults to 0.0):
-            Weight of the seeds' contrastive regulariser: the mean cosine similarity of each video's fine and coarse
-            frame tokens, minimised to push the two passes apart.
-        entropy_margin_loss_weight (`float`, *optional*, defaults to 0.0):
-            Weight of the seeds' entropy-margin regulariser, `relu(H_fine - H_coarse + entropy_margin)` over the
-            fixation entropies (nats), rewarding fine fixations sharper than the static query's.
-        entropy_margin (`float`, *optional*, defaults to 0.5):
-            The margin of that regulariser, in nats.
-        fixation_loss_weight (`float`, *optional*, defaults to 0.0):
-            Weight of the fixation loss, `-log` of the share of each fine-pass fixation map that falls on the
-            patches given as `fixation_targets` (where the prompted object is, on generated clips): a supervised
-            start for planned queries, which otherwise get no signal to single out the named object. Training
-            only; inference never needs targets.
+
+    The foveation experiment's knobs (the random-query control, the contrastive and entropy-margin regularisers, the
+    fixation loss) are not stored here: they change how a model is trained, not what a saved one computes, and are
+    composed from outside (`foveated_vlm.training.foveation_losses`, the `fine_queries=` argument of the forwards).
+    A config.json saved before they left still loads: they are dropped, with a warning naming those that were set.
     """
 
     model_type = "foveated_vlm"
@@ -151,15 +153,11 @@ class FoveatedVLMConfig(PreTrainedConfig):
     query_top_k: int = 0  # 0: soft attention over every cached token
     query_norm: str = "none"  # "batch": standardise planned queries over the batch (running statistics at inference)
     token_norm: str = "none"  # "batch": standardise each pass's frame tokens over the batch
-    fine_queries: str = "predicted"  # "random": the control, fine pass with random queries
     prompt_query: bool = False  # add a query planned from the <video_start> hidden state to every frame's query
-    contrastive_loss_weight: float = 0.0
-    entropy_margin_loss_weight: float = 0.0
-    entropy_margin: float = 0.5  # nats
-    fixation_loss_weight: float = 0.0  # supervise fine fixations with fixation_targets (generated clips only)
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
+        _drop_training_options(kwargs)
         super().__post_init__(**kwargs)
         if self.query_dim is None:
             self.query_dim = self.vision_config.hidden_size
@@ -189,9 +187,6 @@ class FoveatedVLMConfig(PreTrainedConfig):
             "reconstruction_loss_weight",
             "caption_loss_weight",
             "coarse_loss_weight",
-            "contrastive_loss_weight",
-            "entropy_margin_loss_weight",
-            "fixation_loss_weight",
         ):
             value = getattr(self, name)
             if not value >= 0:
@@ -200,11 +195,7 @@ class FoveatedVLMConfig(PreTrainedConfig):
             raise ValueError(f"query_temperature={self.query_temperature!r} is invalid; expected a number > 0")
         if not isinstance(self.query_top_k, int) or self.query_top_k < 0:
             raise ValueError(f"query_top_k={self.query_top_k!r} is invalid; expected an integer >= 0 (0: off)")
-        for name, allowed in (
-            ("query_norm", ("none", "batch")),
-            ("token_norm", ("none", "batch")),
-            ("fine_queries", ("predicted", "random")),
-        ):
+        for name, allowed in (("query_norm", ("none", "batch")), ("token_norm", ("none", "batch"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is invalid; expected one of {list(allowed)}")
 
@@ -246,6 +237,19 @@ class FoveatedVLMConfig(PreTrainedConfig):
     @property
     def patch_size(self) -> int:
         return _square(self.vision_config.patch_size, "vision_config.patch_size")
+
+
+def _drop_training_options(kwargs: dict) -> None:
+    """Remove from `kwargs` the experiment's knobs that configs saved before the redesign still hold, warning about
+    those that were not at their old defaults (the saved model computes the same without them)."""
+    dropped = {name: kwargs.pop(name) for name in list(kwargs) if name in _TRAINING_OPTIONS}
+    changed = {name: value for name, value in dropped.items() if value != _TRAINING_OPTIONS[name]}
+    if changed:
+        settings = ", ".join(f"{name}={value!r}" for name, value in changed.items())
+        logger.warning(
+            f"FoveatedVLMConfig ignores {settings}: these are training options now, not part of the saved model "
+            "(see foveated_vlm.training.foveation_losses and train.py's foveation flags); the model plans its queries"
+        )
 
 
 def _square(value, name: str) -> int:

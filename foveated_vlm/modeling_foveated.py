@@ -11,6 +11,11 @@ Two passes, both parallel over time (proposal §5):
      `[text, <video_start>+fine, z_1 .. z_T, <video_end>, text]`.
 The same hidden positions drive the FiLM prediction head (next target) in both passes; captions are scored on
 the text after `<video_end>` in both passes. `ratio = loss_coarse / loss_fine` > 1 means choosing where to look helped.
+
+`FoveatedVLMModel.forward` reads top to bottom: `encode_video` (one patch pass) -> `coarse_pass` -> `plan_queries`
+-> `fine_pass`, each pass a `PassOutput`. The model holds only what a saved model computes: the foveation
+experiment's knobs (random fine queries, regularisers, the fixation loss) are composed from outside, through the
+`fine_queries=` argument and `foveated_vlm.training.foveation_losses`.
 """
 
 import math
@@ -28,7 +33,8 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 
 from .configuration_foveated import VIDEO_TOKENS, FoveatedVLMConfig, add_video_tokens
 from .encoder_foveated import FoveatedEncoder, VisionKVCache
@@ -54,6 +60,40 @@ AUTO_MODEL_CLASSES = ("AutoModel", "AutoModelForImageTextToText", "AutoModelForM
 
 
 @dataclass
+class VideoLayout:
+    """Where a batch's videos sit in its sequences, shared by both passes.
+
+    token_embeds: `[B, L, D]` the text embeddings the passes write their frame tokens into. frame_mask / start_mask:
+    `[B, L]` the frame tokens and `<video_start>`. plan_index: `[B, T, D]` gathers, for frame t, the hidden state at
+    `<video_start>` (t = 0) or at the last token of frame t-1: the state that plans frame t and predicts target t.
+    """
+
+    token_embeds: torch.Tensor
+    frame_mask: torch.Tensor
+    start_mask: torch.Tensor
+    plan_index: torch.Tensor
+
+
+@dataclass
+class PassOutput:
+    """One pass over the video.
+
+    last_hidden_state: `[B, L, D]`. plan_hidden: `[B, T, D]` (see `VideoLayout.plan_index`). queries:
+    `[B, T, K, query_dim]` what read the frames. vision_tokens: `[B, T*K, D_vision]` what they read (the encoder's
+    output, before the projection into the language model). fixations: `[B, T, K, gh, gw]` or None.
+    hidden_states / past_key_values: the language model's, when asked for.
+    """
+
+    last_hidden_state: torch.Tensor
+    plan_hidden: torch.Tensor
+    queries: torch.Tensor
+    vision_tokens: torch.Tensor
+    fixations: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    past_key_values: object | None = None
+
+
+@dataclass
 class FoveatedVLMModelOutput(ModelOutput):
     """Hidden states of both passes.
 
@@ -64,6 +104,8 @@ class FoveatedVLMModelOutput(ModelOutput):
     vision_tokens_fine / vision_tokens_coarse: `[B, T*K, D_vision]` what each pass's glimpses read (the encoder's
         output, before the projection into the language model).
     fixations_fine / fixations_coarse: `[B, T, K, gh, gw]` when attentions are requested.
+    hidden_states: with `output_hidden_states`, the fine pass's language-model hidden states, a tuple of
+        num_layers + 1 `[B, L, D]` (the input embeddings first, the normed `last_hidden_state` last).
     past_key_values: the fine pass's language-model cache when `use_cache`.
     """
 
@@ -76,6 +118,7 @@ class FoveatedVLMModelOutput(ModelOutput):
     vision_tokens_coarse: torch.FloatTensor | None = None
     fixations_fine: torch.FloatTensor | None = None
     fixations_coarse: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
     past_key_values: object | None = None
 
 
@@ -88,8 +131,9 @@ class FoveatedVLMOutput(ModelOutput):
     logits: `[B, L, vocab]` fine pass. predicted_latents / predicted_latents_coarse: `[B, T, C, h, w]`, `[:, t]`
     predicts target t from frames < t and target t-1. queries: `[B, T, K, query_dim]`.
     fixations_fine / fixations_coarse: `[B, T, K, gh, gw]` with `output_attentions=True`.
-    contrastive_loss / entropy_margin_loss: the optional regularisers (None when their weight is 0).
-    fixation_loss: the supervised fixation loss (None without `fixation_targets` or when its weight is 0).
+    vision_tokens_fine / vision_tokens_coarse: `[B, T*K, D_vision]` what each pass's glimpses read, for losses composed
+    outside the model (`foveated_vlm.training.foveation_losses`). hidden_states: with `output_hidden_states`, the
+    fine pass's language-model hidden states (num_layers + 1 of `[B, L, D]`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -97,15 +141,15 @@ class FoveatedVLMOutput(ModelOutput):
     loss_coarse: torch.FloatTensor | None = None
     caption_loss_fine: torch.FloatTensor | None = None
     caption_loss_coarse: torch.FloatTensor | None = None
-    contrastive_loss: torch.FloatTensor | None = None
-    entropy_margin_loss: torch.FloatTensor | None = None
-    fixation_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     predicted_latents: torch.FloatTensor | None = None
     predicted_latents_coarse: torch.FloatTensor | None = None
     queries: torch.FloatTensor | None = None
     fixations_fine: torch.FloatTensor | None = None
     fixations_coarse: torch.FloatTensor | None = None
+    vision_tokens_fine: torch.FloatTensor | None = None
+    vision_tokens_coarse: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
     past_key_values: object | None = None
 
 
@@ -133,6 +177,10 @@ class FoveatedVLMPreTrainedModel(PreTrainedModel):
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    # Not `_supports_flash_attn` nor `_supports_attention_backend`: the patch pass and the queries' pass run the
+    # project's own attention (an asymmetric mask, temperature, top-k) with SDPA, so a flash or kernel backend asked
+    # for the model would reach the language model alone; and the attention-backend flag promises TGI/vLLM that
+    # kwargs reach every attention layer, which the two passes over one sequence cannot offer.
     _no_split_modules = ["FoveatedEncoder", "LlamaDecoderLayer"]
     _skip_keys_device_placement = ["past_key_values"]
 
@@ -195,10 +243,14 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         self.language_model.set_input_embeddings(value)
 
     # --------------------------------------------------------------------------------------------- helpers
-    def video_layout(self, input_ids: torch.LongTensor, num_frames: int) -> torch.LongTensor:
-        """Check each row holds one `<video_start>`, then T*K frame tokens, then `<video_end>`; return the
-        `<video_start>` positions `[B]`."""
+    def video_layout(self, input_ids: torch.LongTensor, pixel_values_videos: torch.FloatTensor) -> VideoLayout:
+        """Check each row of `input_ids` holds one `<video_start>`, then T*K frame tokens, then `<video_end>`, for the
+        B videos of T frames of `pixel_values_videos` `[B, T, 3, H, W]`; embed the text and say where the passes put
+        their frame tokens and read their plan hidden states."""
         config = self.config
+        batch, num_frames = pixel_values_videos.shape[:2]
+        if input_ids.shape[0] != batch:
+            raise ValueError(f"input_ids has {input_ids.shape[0]} rows but pixel_values_videos has {batch} videos")
         expected = num_frames * config.tokens_per_frame
         starts = input_ids == config.video_start_token_id
         frames = input_ids == config.frame_token_id
@@ -225,7 +277,14 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
                 f"input_ids row {row}: the frame tokens must follow <video_start> contiguously and be closed by "
                 "<video_end>; use the processor to build the sequence"
             )
-        return start
+        # Hidden state that plans frame t: <video_start> for t = 0, else the last token of frame t-1.
+        plan_positions = start[:, None] + torch.arange(num_frames, device=input_ids.device) * config.tokens_per_frame
+        return VideoLayout(
+            token_embeds=self.get_input_embeddings()(input_ids),
+            frame_mask=frames,
+            start_mask=starts,
+            plan_index=plan_positions[..., None].expand(-1, -1, config.text_config.hidden_size),  # [B, T, D]
+        )
 
     def embed_frame_tokens(self, tokens: torch.Tensor, mode: int) -> torch.Tensor:
         """Vision tokens `[..., D_vision]` of one pass -> language-model embeddings `[..., D_text]`."""
@@ -260,10 +319,7 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
                 )
             prompt = _standardise(self.prompt_query_head(prompt_hidden), self.prompt_query_norm)  # [B, 1 or -, K*qd]
             queries = (queries + prompt) / math.sqrt(2)  # two parts at std ~1: std ~1 while they are uncorrelated
-        queries = queries.unflatten(-1, (self.config.tokens_per_frame, self.config.query_dim))
-        if self.config.fine_queries == "random":  # the control: the fine pass reads with queries nobody chose
-            queries = torch.randn_like(queries)
-        return queries
+        return queries.unflatten(-1, (self.config.tokens_per_frame, self.config.query_dim))
 
     def run_language_model(self, token_embeds, frame_embeds, frame_mask, start_mask, mode, **lm_kwargs):
         """Merge frame embeddings and the pass's mode embedding into the text embeddings and run the LM."""
@@ -272,7 +328,67 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         embeds = embeds + start_mask.unsqueeze(-1).to(embeds.dtype) * self.mode_embeddings[mode].to(embeds.dtype)
         return self.language_model(inputs_embeds=embeds, **lm_kwargs)
 
+    # ---------------------------------------------------------------------------------------------- passes
+    def encode_video(
+        self, pixel_values_videos: torch.FloatTensor, vision_cache: VisionKVCache | None = None
+    ) -> VisionKVCache:
+        """The one patch pass over all B*T frames of `[B, T, 3, H, W]`; both passes read its cached keys/values.
+
+        `vision_cache`: that pass already run (`foveated_encoder.encode_patches`), so that scoring several answers
+        to one video runs the vision model once (`video_benchmark_scoring`)."""
+        batch, frames = pixel_values_videos.shape[:2]
+        if vision_cache is None:
+            return self.foveated_encoder.encode_patches(pixel_values_videos.flatten(0, 1), return_patch_states=False)[1]
+        if vision_cache.num_frames != batch * frames:
+            raise ValueError(
+                f"vision_cache holds {vision_cache.num_frames} frames but pixel_values_videos has {batch}x{frames}"
+            )
+        return vision_cache
+
+    def read_video(
+        self, queries: torch.Tensor, video: VideoLayout, cache: VisionKVCache, mode: int, output_attentions: bool, **lm
+    ) -> PassOutput:
+        """One pass: `queries` `[B, T, K, qd]` read the frames, the language model reads the tokens among the text."""
+        tokens, embeds, fixations = self.extract_tokens(queries, cache, output_attentions, mode)
+        out = self.run_language_model(video.token_embeds, embeds, video.frame_mask, video.start_mask, mode, **lm)
+        return PassOutput(
+            last_hidden_state=out.last_hidden_state,
+            plan_hidden=out.last_hidden_state.gather(1, video.plan_index),  # [B, T, D]
+            queries=queries,
+            vision_tokens=tokens,
+            fixations=fixations,
+            hidden_states=out.hidden_states,
+            past_key_values=out.past_key_values,
+        )
+
+    def coarse_pass(
+        self, video: VideoLayout, cache: VisionKVCache, output_attentions: bool = False, **lm_kwargs
+    ) -> PassOutput:
+        """Pass 1: the learned static queries read every frame; its plan hidden states plan the fine queries."""
+        batch, frames = video.plan_index.shape[:2]
+        static = self.static_queries.expand(batch, frames, -1, -1)  # [B, T, K, qd]
+        return self.read_video(static, video, cache, self.COARSE, output_attentions, **lm_kwargs)
+
+    def fine_pass(
+        self,
+        queries: torch.Tensor,
+        video: VideoLayout,
+        cache: VisionKVCache,
+        output_attentions: bool = False,
+        **lm_kwargs,
+    ) -> PassOutput:
+        """Pass 2: each frame read with its query `[B, T, K, qd]`: planned from the frames before it, or given
+        (`fine_queries`)."""
+        expected = [*video.plan_index.shape[:2], self.config.tokens_per_frame, self.config.query_dim]
+        if list(queries.shape) != expected:
+            raise ValueError(
+                f"fine_queries must have shape [B, T, K, query_dim] = {expected} (the videos, their frames, "
+                f"tokens_per_frame and query_dim); got {list(queries.shape)}"
+            )
+        return self.read_video(queries, video, cache, self.FINE, output_attentions, **lm_kwargs)
+
     # --------------------------------------------------------------------------------------------- forward
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -283,76 +399,62 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         use_cache: bool | None = None,
         output_attentions: bool = False,
         vision_cache: VisionKVCache | None = None,
-        **kwargs,
+        fine_queries: torch.FloatTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> FoveatedVLMModelOutput:
         """Both passes over `[B, T, 3, H, W]` videos (see the module docstring); text only without a video.
 
-        `vision_cache`: the patch pass of these B*T frames, already run (`foveated_encoder.encode_patches`), so that
-        scoring several answers to one video runs the vision model once (`video_benchmark_scoring`).
+        vision_cache: see `encode_video`.
+        fine_queries: `[B, T, K, query_dim]` read the frames in the fine pass instead of the planned queries (the
+            foveation experiment's random-query control passes fresh `torch.randn` ones); `queries` is then these.
+        output_attentions: the fixation maps of both passes (not the language model's attentions).
+        kwargs: to the language model of both passes; `output_hidden_states` gives the fine pass's hidden states.
         """
         if input_ids is None:
             raise ValueError("input_ids is required: it carries the video placeholders")
+        if fine_queries is not None and pixel_values_videos is None:
+            raise ValueError("fine_queries were given without pixel_values_videos: they read the frames")
         if position_ids is None and attention_mask is not None and past_key_values is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # left padding keeps positions
-        lm_kwargs = dict(attention_mask=attention_mask, position_ids=position_ids, use_cache=use_cache)
-        token_embeds = self.get_input_embeddings()(input_ids)
+        lm_kwargs = dict(attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+        # The fine pass is the one generation continues: it keeps the cache and gives the hidden states asked for.
+        fine_kwargs = dict(lm_kwargs, past_key_values=past_key_values, use_cache=use_cache)
+        lm_kwargs.pop("output_hidden_states", None)
         if pixel_values_videos is None:
-            prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-            if prefill and (input_ids == self.config.frame_token_id).any():
-                raise ValueError("input_ids hold frame tokens but no pixel_values_videos were given")
-            out = self.language_model(inputs_embeds=token_embeds, past_key_values=past_key_values, **lm_kwargs)
-            return FoveatedVLMModelOutput(last_hidden_state=out.last_hidden_state, past_key_values=out.past_key_values)
+            return self.read_text(input_ids, **fine_kwargs)
 
         check_video_shape(pixel_values_videos)
-        batch, frames = pixel_values_videos.shape[:2]
-        if input_ids.shape[0] != batch:
-            raise ValueError(f"input_ids has {input_ids.shape[0]} rows but pixel_values_videos has {batch} videos")
-        start = self.video_layout(input_ids, frames)  # [B]
-        frame_mask = input_ids == self.config.frame_token_id  # [B, L]
-        start_mask = input_ids == self.config.video_start_token_id  # [B, L]
-        # Hidden state that plans frame t: <video_start> for t = 0, else the last token of frame t-1.
-        plan_positions = start[:, None] + torch.arange(frames, device=input_ids.device) * self.config.tokens_per_frame
-        gather_index = plan_positions[..., None].expand(-1, -1, self.config.text_config.hidden_size)  # [B, T, D]
-
-        # The entropy-margin regulariser needs both passes' fixations.
-        output_attentions = output_attentions or self.config.entropy_margin_loss_weight > 0
-        # One patch pass for all B*T frames; both passes read its cached keys/values.
-        if vision_cache is None:
-            _, cache = self.foveated_encoder.encode_patches(
-                pixel_values_videos.flatten(0, 1), return_patch_states=False
-            )
-        elif vision_cache.num_frames != batch * frames:
-            raise ValueError(
-                f"vision_cache holds {vision_cache.num_frames} frames but pixel_values_videos has {batch}x{frames}"
-            )
-        else:
-            cache = vision_cache
-
-        # Pass 1 (coarse): the static queries on every frame; the language model plans the next query.
-        static = self.static_queries.expand(batch, frames, -1, -1)  # [B, T, K, qd]
-        coarse_tokens, coarse_embeds, fixations_coarse = self.extract_tokens(
-            static, cache, output_attentions, self.COARSE
-        )
-        coarse = self.run_language_model(token_embeds, coarse_embeds, frame_mask, start_mask, self.COARSE, **lm_kwargs)
-        plan_hidden_coarse = coarse.last_hidden_state.gather(1, gather_index)  # [B, T, D]
-        queries = self.plan_queries(plan_hidden_coarse, prompt_hidden=plan_hidden_coarse[:, :1])  # [B, T, K, qd]
-
-        # Pass 2 (fine): each frame read with the query planned from the frames before it.
-        fine_tokens, fine_embeds, fixations_fine = self.extract_tokens(queries, cache, output_attentions, self.FINE)
-        fine = self.run_language_model(
-            token_embeds, fine_embeds, frame_mask, start_mask, self.FINE, past_key_values=past_key_values, **lm_kwargs
-        )
+        video = self.video_layout(input_ids, pixel_values_videos)
+        cache = self.encode_video(pixel_values_videos, vision_cache)
+        coarse = self.coarse_pass(video, cache, output_attentions, use_cache=False, **lm_kwargs)
+        if fine_queries is None:
+            fine_queries = self.plan_queries(coarse.plan_hidden, prompt_hidden=coarse.plan_hidden[:, :1])
+        fine = self.fine_pass(fine_queries, video, cache, output_attentions, **fine_kwargs)
         return FoveatedVLMModelOutput(
             last_hidden_state=fine.last_hidden_state,
             coarse_hidden_state=coarse.last_hidden_state,
-            plan_hidden_fine=fine.last_hidden_state.gather(1, gather_index),
-            plan_hidden_coarse=plan_hidden_coarse,
-            queries=queries,
-            vision_tokens_fine=fine_tokens,
-            vision_tokens_coarse=coarse_tokens,
-            fixations_fine=fixations_fine,
-            fixations_coarse=fixations_coarse,
+            plan_hidden_fine=fine.plan_hidden,
+            plan_hidden_coarse=coarse.plan_hidden,
+            queries=fine.queries,
+            vision_tokens_fine=fine.vision_tokens,
+            vision_tokens_coarse=coarse.vision_tokens,
+            fixations_fine=fine.fixations,
+            fixations_coarse=coarse.fixations,
+            hidden_states=fine.hidden_states,
             past_key_values=fine.past_key_values,
+        )
+
+    def read_text(self, input_ids: torch.LongTensor, past_key_values=None, **lm_kwargs) -> FoveatedVLMModelOutput:
+        """No video: the language model alone (a prompt, or a decoding step after the video was read)."""
+        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        if prefill and (input_ids == self.config.frame_token_id).any():
+            raise ValueError("input_ids hold frame tokens but no pixel_values_videos were given")
+        embeds = self.get_input_embeddings()(input_ids)
+        out = self.language_model(inputs_embeds=embeds, past_key_values=past_key_values, **lm_kwargs)
+        return FoveatedVLMModelOutput(
+            last_hidden_state=out.last_hidden_state,
+            hidden_states=out.hidden_states,
+            past_key_values=out.past_key_values,
         )
 
 
@@ -411,7 +513,7 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         previous = torch.cat([initial.to(target_latents.dtype), target_latents[:, :-1]], dim=1)  # [B, T, C, h, w]
         return self.predictor(plan_hidden, previous)
 
-    def caption_loss(self, hidden: torch.Tensor, labels: torch.LongTensor, num_items_in_batch=None, **kwargs):
+    def caption_loss(self, hidden: torch.Tensor, labels: torch.LongTensor, num_items_in_batch=None):
         """Next-token cross-entropy of `[B, L, D]` hidden states against unshifted `labels` (-100 = ignore).
 
         The language-model head runs on the supervised positions only: with a 49k-token vocabulary, full-sequence
@@ -424,38 +526,29 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         count = num_items_in_batch if num_items_in_batch is not None else supervised.sum().clamp_min(1)
         return loss / count
 
-    def regularizers(self, outputs: FoveatedVLMModelOutput):
-        """The seeds' optional regularisers, each None when its weight is 0 (or there is no video):
+    def pass_losses(self, hidden, plan_hidden, target_latents=None, labels=None, num_items_in_batch=None):
+        """One pass's predictions `[B, T, C, h, w]` and reconstruction MSE (None without targets) from its plan hidden
+        states `[B, T, D]`, and its caption cross-entropy (None without labels or hidden states) from `[B, L, D]`."""
+        predicted = reconstruction = caption = None
+        if target_latents is not None:
+            predicted = self.predict_next_latents(plan_hidden, target_latents)
+            reconstruction = F.mse_loss(predicted.float(), target_latents.float())
+        if labels is not None and hidden is not None:
+            caption = self.caption_loss(hidden, labels, num_items_in_batch)
+        return predicted, reconstruction, caption
 
-        - contrastive: mean over videos of the cosine similarity between the fine and coarse vision tokens
-          (`[B, T*K, D_vision]` flattened per video, before any projection or norm a bias could game), pushing the
-          passes to read different things;
-        - entropy margin: `relu(H_fine - H_coarse + margin)`, H the mean fixation entropy (nats) of each pass; the
-          coarse entropy is the reference, so the regulariser sharpens fine fixations instead of blurring coarse ones.
-        """
-        config = self.config
-        contrastive = entropy_margin = None
-        if config.contrastive_loss_weight > 0 and outputs.vision_tokens_fine is not None:
-            fine, coarse = outputs.vision_tokens_fine.flatten(1), outputs.vision_tokens_coarse.flatten(1)  # [B, -1]
-            contrastive = F.cosine_similarity(fine.float(), coarse.float(), dim=-1).mean()
-        if config.entropy_margin_loss_weight > 0 and outputs.fixations_fine is not None:
-            entropy_fine = fixation_entropy(outputs.fixations_fine).mean()
-            entropy_coarse = fixation_entropy(outputs.fixations_coarse).mean().detach()
-            entropy_margin = F.relu(entropy_fine - entropy_coarse + config.entropy_margin)
-        return contrastive, entropy_margin
+    def weighted_loss(self, loss_fine, loss_coarse, caption_fine, caption_coarse):
+        """`w_rec * (rec_fine + lambda * rec_coarse) + w_cap * (cap_fine + lambda * cap_coarse)` over the terms there
+        are (a text-only batch has no coarse caption); None when there is none."""
+        config, terms = self.config, []
+        if loss_fine is not None:
+            terms.append(config.reconstruction_loss_weight * (loss_fine + config.coarse_loss_weight * loss_coarse))
+        if caption_fine is not None:
+            coarse = config.coarse_loss_weight * caption_coarse if caption_coarse is not None else 0
+            terms.append(config.caption_loss_weight * (caption_fine + coarse))
+        return sum(terms[1:], terms[0]) if terms else None
 
-    @staticmethod
-    def fixation_loss(fixations: torch.Tensor, fixation_targets: torch.Tensor) -> torch.Tensor:
-        """Mean over videos, frames and glimpses of `-log(share of the map on the target patches)`.
-
-        fixations: `[B, T, K, gh, gw]` (each map sums to 1); fixation_targets: `[B, T, gh, gw]`, nonzero on the
-        patches to look at. 0 when every map lies wholly on its targets; ln(gh*gw / target patches) when uniform.
-        """
-        return -target_share(fixations, fixation_targets).clamp_min(1e-6).log().mean()
-
-    def _check_inputs(
-        self, input_ids, attention_mask, labels, pixel_values_videos, target_latents, fixation_targets, past_key_values
-    ):
+    def _check_inputs(self, input_ids, attention_mask, labels, pixel_values_videos, target_latents, past_key_values):
         """Refuse bad input at the entry, naming the input and the value (see `input_checks`).
 
         Values are read back once per call, and only on calls that bring new data: a cached decoding step brings one
@@ -485,9 +578,8 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
                 )
             checks.token_ids(labels, vocab_size, name="labels", ignore_index=-100)
         if pixel_values_videos is None:
-            for name, value in (("target_latents", target_latents), ("fixation_targets", fixation_targets)):
-                if value is not None:
-                    raise ValueError(f"{name} were given without pixel_values_videos")
+            if target_latents is not None:
+                raise ValueError("target_latents were given without pixel_values_videos")
             checks.run()
             return
         check_video_shape(pixel_values_videos)
@@ -501,15 +593,9 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
                     f"{config.target_channels}, target_size={config.target_size}); got {list(target_latents.shape)}"
                 )
             checks.finite(target_latents, "target_latents")
-        if fixation_targets is not None:
-            grid = config.frame_size // config.patch_size
-            if tuple(fixation_targets.shape) != (batch, frames, grid, grid):
-                raise ValueError(
-                    f"fixation_targets must have shape [B, T, gh, gw] = {[batch, frames, grid, grid]} (the patch grid "
-                    f"of pixel_values_videos); got {list(fixation_targets.shape)}"
-                )
         checks.run()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor = None,
@@ -522,8 +608,8 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         use_cache: bool | None = None,
         output_attentions: bool = False,
         logits_to_keep: int = 0,
-        fixation_targets: torch.Tensor | None = None,
-        **kwargs,
+        fine_queries: torch.FloatTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> FoveatedVLMOutput:
         r"""
         Args:
@@ -532,22 +618,15 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             target_latents: `[B, T, C, h, w]` reconstruction targets, or None.
             labels: `[B, L]` caption labels (unshifted, -100 = ignore), or None.
             output_attentions: return fixation maps of both passes.
-            fixation_targets: `[B, T, gh, gw]`, nonzero on the patches the fine pass should look at (training with
-                `config.fixation_loss_weight` > 0; ignored otherwise).
-            kwargs: passed to the loss (e.g. the Trainer's `num_items_in_batch`).
+            fine_queries: `[B, T, K, query_dim]` for the fine pass instead of the planned queries (see
+                `FoveatedVLMModel.forward`).
+            kwargs: `num_items_in_batch` (the Trainer's) divides the caption loss; the rest go to the language
+                model (`output_hidden_states=True`: the fine pass's hidden states in `hidden_states`).
+        With `return_dict=False`, a tuple of the outputs that are not None, `loss` first when there is one.
         """
         if input_ids is not None:
-            self._check_inputs(
-                input_ids,
-                attention_mask,
-                labels,
-                pixel_values_videos,
-                target_latents,
-                fixation_targets,
-                past_key_values,
-            )
-        supervise_fixations = fixation_targets is not None and self.config.fixation_loss_weight > 0
-        output_attentions = output_attentions or supervise_fixations
+            self._check_inputs(input_ids, attention_mask, labels, pixel_values_videos, target_latents, past_key_values)
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)  # the caption loss's, not the language model's
         outputs = self.model(
             input_ids=input_ids,
             pixel_values_videos=pixel_values_videos,
@@ -556,58 +635,42 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             past_key_values=past_key_values,
             use_cache=use_cache,
             output_attentions=output_attentions,
+            fine_queries=fine_queries,
+            **kwargs,
         )
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
         logits = self.lm_head(outputs.last_hidden_state[:, keep])
 
-        config = self.config
-        loss_fine = loss_coarse = caption_fine = caption_coarse = None
-        predicted = predicted_coarse = None
-        if target_latents is not None:
-            predicted = self.predict_next_latents(outputs.plan_hidden_fine, target_latents)
-            predicted_coarse = self.predict_next_latents(outputs.plan_hidden_coarse, target_latents)
-            loss_fine = F.mse_loss(predicted.float(), target_latents.float())
-            loss_coarse = F.mse_loss(predicted_coarse.float(), target_latents.float())
-        if labels is not None:
-            caption_fine = self.caption_loss(outputs.last_hidden_state, labels, **kwargs)
-            if outputs.coarse_hidden_state is not None:
-                caption_coarse = self.caption_loss(outputs.coarse_hidden_state, labels, **kwargs)
-
-        loss = None
-        if loss_fine is not None:
-            loss = config.reconstruction_loss_weight * (loss_fine + config.coarse_loss_weight * loss_coarse)
-        if caption_fine is not None:
-            caption = caption_fine + (config.coarse_loss_weight * caption_coarse if caption_coarse is not None else 0)
-            caption = config.caption_loss_weight * caption
-            loss = caption if loss is None else loss + caption
-        contrastive, entropy_margin = self.regularizers(outputs)
-        fixation = self.fixation_loss(outputs.fixations_fine, fixation_targets) if supervise_fixations else None
-        if loss is not None:
-            for weight, term in (
-                (config.contrastive_loss_weight, contrastive),
-                (config.entropy_margin_loss_weight, entropy_margin),
-                (config.fixation_loss_weight, fixation),
-            ):
-                if term is not None:
-                    loss = loss + weight * term
-
+        predicted, loss_fine, caption_fine = self.pass_losses(
+            outputs.last_hidden_state, outputs.plan_hidden_fine, target_latents, labels, num_items_in_batch
+        )
+        predicted_coarse, loss_coarse, caption_coarse = self.pass_losses(
+            outputs.coarse_hidden_state, outputs.plan_hidden_coarse, target_latents, labels, num_items_in_batch
+        )
         return FoveatedVLMOutput(
-            loss=loss,
+            loss=self.weighted_loss(loss_fine, loss_coarse, caption_fine, caption_coarse),
             loss_fine=loss_fine,
             loss_coarse=loss_coarse,
             caption_loss_fine=caption_fine,
             caption_loss_coarse=caption_coarse,
-            contrastive_loss=contrastive,
-            entropy_margin_loss=entropy_margin,
-            fixation_loss=fixation,
             logits=logits,
             predicted_latents=predicted,
             predicted_latents_coarse=predicted_coarse,
             queries=outputs.queries,
             fixations_fine=outputs.fixations_fine,
             fixations_coarse=outputs.fixations_coarse,
+            vision_tokens_fine=outputs.vision_tokens_fine,
+            vision_tokens_coarse=outputs.vision_tokens_coarse,
+            hidden_states=outputs.hidden_states,
             past_key_values=outputs.past_key_values,
         )
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        """`GenerationMixin`'s, with `fine_queries` kept to the prefill like the frames they read."""
+        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and inputs.get("use_cache", True):
+            inputs.pop("fine_queries", None)
+        return inputs
 
     def generate(self, inputs=None, generation_config=None, **kwargs):
         """`GenerationMixin.generate`, refusing at once a generation that could run past the language model's

@@ -7,12 +7,15 @@ function, `expand_video_placeholders`, into exactly the layout the model checks,
 
     <video>  ->  <video_start> <frame> x (T * K) <video_end>        (K = tokens_per_frame)
 
-and a `BatchFeature` out. Captions are supervised with `answers=`: each answer (and the end-of-sequence token) is
-appended to its prompt and only those tokens get labels; everything else is -100. The chat template is
-SmolLM2-Instruct's (`<|im_start|>role\\n...<|im_end|>\\n`) where a `{"type": "video"}` content item renders as
-`<video>` (text and video are the only content items: any other, such as `{"type": "image"}`, is an error rather
-than silently left out of the prompt). A turn's text is rendered before its video, the order the model was trained
-on, even when the video item comes first (SmolVLM2's habit; a warning says so). Call options are transformers'
+and a `BatchFeature` out. The call is transformers' generic `ProcessorMixin.__call__`: it merges the options, runs
+the video processor, asks `replace_video_token` for each video's expansion and tokenises; this processor adds what the
+generic call has no place for, captions' labels and truncation around the video's tokens (see `__call__`). Captions
+are supervised with `answers=`: each answer (and the end-of-sequence token) is appended to its prompt and only those
+tokens get labels; everything else is -100. The chat template is SmolLM2-Instruct's
+(`<|im_start|>role\\n...<|im_end|>\\n`) where a `{"type": "video"}` content item renders as `<video>` (text and video
+are the only content items: any other, such as `{"type": "image"}`, is an error rather than silently left out of the
+prompt). A turn's text is rendered before its video, the order the model was trained on, even when the video item
+comes first (SmolVLM2's habit; a warning says so). Call options are transformers'
 (`FoveatedProcessingKwargs`: `padding`, `truncation`, `max_length`, `num_frames`, ..., flat or in `text_kwargs` /
 `videos_kwargs`, see `processing_kwargs`), and batches pad on the left unless the tokenizer says otherwise, so that
 batched generation continues every prompt at its end:
@@ -79,16 +82,9 @@ def expand_video_placeholders(
     """Replace each `placeholder` in `text` by `<video_start>`, `<frame>` x (T*K), `<video_end>`.
 
     `num_frames` is T for every video in the text (an int) or one T per placeholder, in order. This is the one
-    place the video's token layout is written; the model checks the same count (T*K frame tokens after each
-    `<video_start>`) and raises when it differs.
+    place the video's token layout is written (the processor's `replace_video_token` calls it); the model checks the
+    same count (T*K frame tokens after each `<video_start>`) and raises when it differs.
     """
-    return expand_with_offsets(text, num_frames, tokens_per_frame, placeholder)[0]
-
-
-def expand_with_offsets(text: str, num_frames, tokens_per_frame: int = 1, placeholder: str = VIDEO_PLACEHOLDER):
-    """`expand_video_placeholders`, and where each placeholder went: one dict per placeholder in transformers'
-    `text_replacement_offsets` form (`span` in `text`, `new_span` in the expanded text, character offsets), which
-    `apply_chat_template(return_assistant_tokens_mask=True)` needs to map the template's spans onto tokens."""
     pieces = text.split(placeholder)
     counts = [num_frames] * (len(pieces) - 1) if isinstance(num_frames, int) else list(num_frames)
     if len(counts) != len(pieces) - 1:
@@ -97,24 +93,11 @@ def expand_with_offsets(text: str, num_frames, tokens_per_frame: int = 1, placeh
         )
     if tokens_per_frame < 1 or any(count < 1 for count in counts):
         raise ValueError(f"need frame counts >= 1 and tokens_per_frame >= 1; got {counts} and {tokens_per_frame}")
-    expanded, offsets = [pieces[0]], []
-    old_at = new_at = len(pieces[0])  # where the next placeholder starts, in `text` and in the expanded text
-    for count, piece in zip(counts, pieces[1:], strict=True):
-        frames = VIDEO_TOKENS["frame"] * (count * tokens_per_frame)
-        block = VIDEO_TOKENS["video_start"] + frames + VIDEO_TOKENS["video_end"]
-        offsets.append(
-            {
-                "type": "video",
-                "span": (old_at, old_at + len(placeholder)),
-                "new_span": (new_at, new_at + len(block)),
-                "text": placeholder,
-                "replacement": block,
-            }
-        )
-        expanded += [block, piece]
-        old_at += len(placeholder) + len(piece)
-        new_at += len(block) + len(piece)
-    return "".join(expanded), offsets
+    blocks = [
+        VIDEO_TOKENS["video_start"] + VIDEO_TOKENS["frame"] * (count * tokens_per_frame) + VIDEO_TOKENS["video_end"]
+        for count in counts
+    ]
+    return pieces[0] + "".join(block + piece for block, piece in zip(blocks, pieces[1:], strict=True))
 
 
 def _describe(value) -> str:
@@ -133,6 +116,18 @@ def _as_texts(value, name: str) -> list[str]:
         if not isinstance(item, str):
             raise TypeError(f"{name}[{index}] is {_describe(item)}; expected a string")
     return list(value)
+
+
+def check_no_video_tokens(texts: list[str], name: str, placeholder: str) -> None:
+    """Raise if `texts[i]` holds one of the video's own tokens: written by hand they would be read as a video block the
+    model then refuses (or one that shifts every frame), so text marks a video only with `placeholder`."""
+    for index, sample in enumerate(texts):
+        for token in VIDEO_TOKENS.values():
+            if token in sample:
+                raise ValueError(
+                    f"{name}[{index}] holds {token!r}, one of the video's own tokens, which the processor writes "
+                    f"itself; mark the video with {placeholder} and remove {token!r} from the text"
+                )
 
 
 def check_conversations(conversation) -> None:
@@ -233,6 +228,9 @@ class FoveatedVLMProcessor(ProcessorMixin):
             ids["frame_token_id"],
             ids["video_end_token_id"],
         )
+        # transformers' `create_mm_token_type_ids` marks these as video (2); no single `video_token_id` is set, since
+        # `<video>` itself never reaches the token ids (the generic count check would compare it with nothing).
+        self.video_token_ids = [self.video_start_token_id, self.frame_token_id, self.video_end_token_id]
 
     def check_argument_for_proper_class(self, argument_name, argument):
         # transformers 5.23 resolves `VideoProcessorMixin` by name only when torchvision is installed, although the
@@ -272,7 +270,7 @@ class FoveatedVLMProcessor(ProcessorMixin):
             "frame_token_id": (self.frame_token_id, config.frame_token_id),
             "video_end_token_id": (self.video_end_token_id, config.video_end_token_id),
             "tokens_per_frame": (self.tokens_per_frame, config.tokens_per_frame),
-            "frame size": (self.video_processor.size, config.frame_size),
+            "frame size": (self.video_processor.frame_size, config.frame_size),
         }
         problems = [
             f"{name}: processor {mine}, model {theirs}" for name, (mine, theirs) in pairs.items() if mine != theirs
@@ -297,7 +295,9 @@ class FoveatedVLMProcessor(ProcessorMixin):
 
         Args:
             text: a prompt or a non-empty list of prompts (strings). With videos, each prompt holds exactly one
-                `<video>` (the model reads one video per row): the i-th prompt's stands for the i-th video.
+                `<video>` (the model reads one video per row): the i-th prompt's stands for the i-th video. The
+                video's own tokens (`<video_start>`, `<frame>`, `<video_end>`) are the processor's to write: text
+                holding them is an error.
             videos: one video or a list (see [`FoveatedVideoProcessor`] for what a video may be).
             answers: one caption or answer per prompt, appended after it with the end-of-sequence token; `labels`
                 then hold their ids and -100 everywhere else (prompt, video tokens, padding). The prompt and the
@@ -307,9 +307,9 @@ class FoveatedVLMProcessor(ProcessorMixin):
                 `videos_kwargs`:
                 - video: `num_frames`, `fps`, `max_frames` (sampling, overriding the video processor's settings),
                   `return_target_frames` (also `target_frames` `[B, T, 3, H, W]` in [-1, 1] for the targets),
-                  `return_metadata` (also the sampled `frame_indices` and `timestamps`, seconds, per video), and the
-                  video processor's other call options; `do_sample_frames=False` is refused (frames are always
-                  sampled);
+                  `return_metadata` (also `video_metadata`, and the sampled `frame_indices` and `timestamps`,
+                  seconds, per video), and the video processor's other call options; `do_sample_frames=False` is
+                  refused (frames are always sampled);
                 - text: `padding` (`True`/`"longest"`, the default; `"max_length"`; `False`), `padding_side`
                   (defaults to the tokenizer's), `truncation` with `max_length` (cuts the text on the tokenizer's
                   `truncation_side`, never the video's tokens: a row whose video would be cut is an error),
@@ -322,6 +322,12 @@ class FoveatedVLMProcessor(ProcessorMixin):
             end-of-sequence token), `pixel_values_videos` `[B, T, 3, H, W]` when videos are given, and `labels` when
             answers are.
         """
+        # The generic `ProcessorMixin.__call__` merges the options, checks the inputs (`validate_inputs`), runs the
+        # video processor with one `replace_video_token` per video (`_process_videos`) and tokenises. It pads and
+        # truncates inside the tokenizer call, which knows neither the answers appended after each prompt (their
+        # labels must be cut and padded with their ids) nor the video's block (which a cut must never reach into), so
+        # it tokenises here unpadded and uncut, and this wrapper does those two steps on the rows (as PaliGemma's
+        # processor wraps the generic call to build its labels).
         if images is not None or audio is not None:
             raise ValueError(f"{type(self).__name__} reads videos only; got images or audio")
         unknown = sorted(set(kwargs) - accepted_keywords(self.video_processor))
@@ -330,82 +336,97 @@ class FoveatedVLMProcessor(ProcessorMixin):
                 f"{type(self).__name__}.__call__() got unexpected keyword arguments {unknown}; it takes text, videos, "
                 "answers and transformers' processor options (text_kwargs / videos_kwargs keys)"
             )
-        if text is None and videos is None:
-            raise ValueError("pass text, videos or both")
         if answers is not None and text is None:
             raise ValueError("answers were given without text: each answer follows its prompt")
         options = self._merge_kwargs(
             FoveatedProcessingKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
         )
-        text_kwargs, videos_kwargs = options["text_kwargs"], options["videos_kwargs"]
-        return_tensors = (text_kwargs if text is not None else videos_kwargs).get("return_tensors")
+        text_kwargs = options["text_kwargs"]
+        return_tensors = (text_kwargs if text is not None else options["videos_kwargs"]).get("return_tensors")
         layout = TextLayout.from_text_kwargs(text_kwargs, self.tokenizer)  # checked before any video is decoded
-        video_list = make_video_list(videos) if videos is not None else []
         if text is not None:
-            texts, answers = self._check_text(text, answers, len(video_list))
-        data = {}
-        frame_counts = []  # T of each video, in order
-        if video_list:
-            data.update(self._process_video_list(video_list, videos_kwargs))
-            frame_counts = [len(frames) for frames in data["pixel_values_videos"]]
-        if text is None:
-            return BatchFeature(data, tensor_type=return_tensors)
-
-        # One video per prompt, or none at all: the i-th prompt's <video> is the i-th video.
-        per_prompt = [[count] for count in frame_counts] if video_list else [[]] * len(texts)
-        expanded, offsets = zip(
-            *(
-                expand_with_offsets(sample, counts, self.tokens_per_frame, self.video_token)
-                for sample, counts in zip(texts, per_prompt, strict=True)
-            ),
-            strict=True,
+            text = _as_texts(text, "text")
+            answers = self._check_answers(answers, len(text))
+        videos_kwargs = dict(options["videos_kwargs"])
+        return_metadata = videos_kwargs.pop("return_metadata", None)  # flat: the generic call keeps `video_metadata`
+        inputs = super().__call__(
+            text=text,
+            videos=videos,
+            return_metadata=return_metadata,
+            **{
+                **options,
+                "videos_kwargs": videos_kwargs,
+                "text_kwargs": {
+                    "add_special_tokens": layout.add_special_tokens,
+                    "return_offsets_mapping": layout.return_offsets_mapping,
+                    "padding": False,
+                    "truncation": False,
+                    "return_tensors": None,
+                },
+                "return_mm_token_type_ids": False,  # marked on the rows, answers included
+            },
         )
-        rows = self._token_rows(list(expanded), answers, layout, options["return_mm_token_type_ids"])
-        videos_at = [self._video_block(row["input_ids"]) for row in rows]
-        truncate_rows(rows, videos_at, layout)
+        data = dict(inputs)
+        if text is None:
+            return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
+        rows = [{"input_ids": ids} for ids in data.pop("input_ids")]
+        data.pop("attention_mask", None)  # all ones so far; padding writes it
+        if layout.return_offsets_mapping:
+            for row, spans in zip(rows, data.pop("offset_mapping"), strict=True):
+                row["offset_mapping"] = [tuple(span) for span in spans]
+        if answers is not None:
+            self._append_answers(rows, text, answers, layout.return_offsets_mapping)
+        if options["return_mm_token_type_ids"]:  # transformers' modality types: 0 text, 2 video (`video_token_ids`)
+            types = self.create_mm_token_type_ids([row["input_ids"] for row in rows])
+            for row, row_types in zip(rows, types, strict=True):
+                row["mm_token_type_ids"] = row_types
+        truncate_rows(rows, [self._video_block(row["input_ids"]) for row in rows], layout)
         data.update(pad_rows(rows, self._pad_values(rows, layout), layout))
-        if options["return_text_replacement_offsets"]:
-            data["text_replacement_offsets"] = list(offsets)
         return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
 
-    def _process_video_list(self, video_list: list, videos_kwargs: dict) -> dict:
-        """Run the video processor with the merged video options it takes; refuse any other that is set."""
-        videos_kwargs = dict(videos_kwargs)
-        if videos_kwargs.pop("do_sample_frames", None) is False:
-            raise ValueError("the foveated processor always samples frames; set num_frames or fps instead")
-        return_metadata = videos_kwargs.pop("return_metadata", False)
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs) -> None:
+        """The generic check (as many `<video>` as videos in all) made the model's: one `<video>` per prompt when
+        there are videos, none of the video's own tokens written by hand; raise naming the prompt otherwise. Runs
+        before any video is decoded."""
+        num_videos = len(make_video_list(videos)) if videos is not None else 0
+        if text is None:
+            if videos is None:
+                raise ValueError("pass text, videos or both")
+            return
+        placeholders = [sample.count(self.video_token) for sample in text]  # per prompt
+        if sum(placeholders) != num_videos:
+            raise ValueError(
+                f"the text holds {sum(placeholders)} {self.video_token} placeholders but {num_videos} videos were "
+                "given; write one placeholder per video"
+            )
+        if num_videos and placeholders != [1] * len(text):
+            row = next(row for row, count in enumerate(placeholders) if count != 1)
+            raise ValueError(
+                f"text[{row}] holds {placeholders[row]} {self.video_token} placeholders; the model reads one video per "
+                f"prompt, so with videos every prompt needs exactly one (got {len(text)} prompts for {num_videos} "
+                "videos)"
+            )
+        check_no_video_tokens(text, "text", self.video_token)
+
+    def _process_videos(self, videos, **videos_kwargs) -> tuple[dict, list[str]]:
+        """Run the video processor with the merged video options it takes (refusing any other that is set), and
+        expand each video's `<video>` with `replace_video_token`."""
         accepted = set(inspect.signature(self.video_processor.preprocess).parameters) - {"videos"}
         unsupported = {key: value for key, value in videos_kwargs.items() if key not in accepted and value is not None}
         if unsupported:
             raise ValueError(
                 f"video options {reprlib.repr(unsupported)} are not supported by {type(self.video_processor).__name__}"
-                f"; it takes {sorted(accepted)} (and return_metadata, do_sample_frames)"
+                f"; it takes {sorted(accepted)}"
             )
-        video_inputs = self.video_processor(
-            video_list, **{key: value for key, value in videos_kwargs.items() if key in accepted}
-        )
-        if not return_metadata:
-            video_inputs.pop("frame_indices")
-            video_inputs.pop("timestamps")
-        return dict(video_inputs)
+        video_list = make_video_list(videos)
+        options = {key: value for key, value in videos_kwargs.items() if key in accepted}
+        video_inputs = dict(self.video_processor(video_list, **options))
+        return video_inputs, [self.replace_video_token(video_inputs, index) for index in range(len(video_list))]
 
-    def _token_rows(self, texts: list[str], answers, layout: TextLayout, mm_token_types: bool) -> list[dict]:
-        """Per prompt, its per-token lists: `input_ids` (prompt, then answer and eos), `labels` (with answers),
-        `offset_mapping` (on request; answer offsets continue after the prompt's text) and `mm_token_type_ids`."""
-        encoded = self.tokenizer(
-            texts, add_special_tokens=layout.add_special_tokens, return_offsets_mapping=layout.return_offsets_mapping
-        )
-        rows = [{"input_ids": ids} for ids in encoded["input_ids"]]
-        if layout.return_offsets_mapping:
-            for row, spans in zip(rows, encoded["offset_mapping"], strict=True):
-                row["offset_mapping"] = [tuple(span) for span in spans]
-        if answers is not None:
-            self._append_answers(rows, texts, answers, layout.return_offsets_mapping)
-        if mm_token_types:
-            video_ids = {self.video_start_token_id, self.frame_token_id, self.video_end_token_id}
-            for row in rows:  # transformers' modality types: 0 text, 2 video
-                row["mm_token_type_ids"] = [2 if token in video_ids else 0 for token in row["input_ids"]]
-        return rows
+    def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
+        """What one `<video>` becomes: `<video_start>`, `<frame>` x (T*K), `<video_end>`, T this video's frames."""
+        num_frames = len(video_inputs["pixel_values_videos"][video_idx])
+        return expand_video_placeholders(self.video_token, num_frames, self.tokens_per_frame, self.video_token)
 
     def _video_block(self, ids: list[int]) -> tuple[int, int] | None:
         """First and last index of the row's video tokens (`<video_start>` .. `<video_end>`), or None."""
@@ -422,28 +443,15 @@ class FoveatedVLMProcessor(ProcessorMixin):
             raise ValueError("sequences need padding but the tokenizer has neither a pad nor an eos token")
         return {"input_ids": pad_id, "labels": IGNORE_INDEX, "offset_mapping": (0, 0), "mm_token_type_ids": 0}
 
-    def _check_text(self, text, answers, num_videos: int) -> tuple[list[str], list[str] | None]:
-        """Prompts and answers as lists of strings, one answer per prompt and each prompt holding one `<video>` when
-        there are videos (the model reads one video per row); raise naming the prompt otherwise."""
-        texts = _as_texts(text, "text")
-        if answers is not None:
-            answers = _as_texts(answers, "answers")
-            if len(answers) != len(texts):
-                raise ValueError(f"got {len(answers)} answers for {len(texts)} prompts; pass one answer per prompt")
-        placeholders = [sample.count(self.video_token) for sample in texts]  # per prompt
-        if sum(placeholders) != num_videos:
-            raise ValueError(
-                f"the text holds {sum(placeholders)} {self.video_token} placeholders but {num_videos} videos were "
-                "given; write one placeholder per video"
-            )
-        if num_videos and placeholders != [1] * len(texts):
-            row = next(row for row, count in enumerate(placeholders) if count != 1)
-            raise ValueError(
-                f"text[{row}] holds {placeholders[row]} {self.video_token} placeholders; the model reads one video per "
-                f"prompt, so with videos every prompt needs exactly one (got {len(texts)} prompts for {num_videos} "
-                "videos)"
-            )
-        return texts, answers
+    def _check_answers(self, answers, num_prompts: int) -> list[str] | None:
+        """Answers as a list of strings, one per prompt and free of the video's tokens (they are labels)."""
+        if answers is None:
+            return None
+        answers = _as_texts(answers, "answers")
+        if len(answers) != num_prompts:
+            raise ValueError(f"got {len(answers)} answers for {num_prompts} prompts; pass one answer per prompt")
+        check_no_video_tokens(answers, "answers", self.video_token)
+        return answers
 
     def apply_chat_template(self, conversation, *args, **kwargs):
         """`ProcessorMixin.apply_chat_template`, refusing content items the template cannot render (see

@@ -4,10 +4,11 @@ padding of token rows they ask for.
 transformers 5.23's `ProcessorMixin` groups call options by modality: `text_kwargs` for the tokenizer (`padding`,
 `padding_side`, `truncation`, `max_length`, ...), `videos_kwargs` for the video processor (`num_frames`, `fps`, ...),
 each given flat (`processor(..., padding="max_length")`) or nested (`processor(..., text_kwargs={...})`), and merged
-with the processor's defaults by `ProcessorMixin._merge_kwargs`. The foveated processor tokenises, truncates and pads
-itself, because the video's tokens are one block the model checks: truncation cuts the text around the video, never
-into it (a row that cannot fit its video is an error naming the row), and captions' labels are cut and padded with the
-ids they label.
+with the processor's defaults by `ProcessorMixin._merge_kwargs`. The generic `ProcessorMixin.__call__` tokenises the
+prompts; the foveated processor truncates and pads the rows after it rather than in the tokenizer call, because the
+video's tokens are one block the model checks: truncation cuts the text around the video, never into it (a row that
+cannot fit its video is an error naming the row), and captions' labels, appended after the prompts, are cut and padded
+with the ids they label.
 """
 
 import math

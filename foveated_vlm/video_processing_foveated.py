@@ -1,12 +1,15 @@
 """Video processor of the foveated VLM: decode, sample, crop, resize and normalise the frames of a video.
 
 Follows transformers' video processors (`video_processing_utils.py`, `models/smolvlm/video_processing_smolvlm.py`):
-defaults are class attributes, the settings are saved inside `processor_config.json` (or on their own in
-`video_preprocessor_config.json`), and `AutoVideoProcessor` finds the class once `foveated_vlm` is imported (or,
-with `trust_remote_code=True`, from the code saved beside the checkpoint). It subclasses the torchvision-free
-`VideoProcessorMixin` rather than `BaseVideoProcessor`, which requires torchvision: decoding goes through decord,
-resizing through `torch.nn.functional.interpolate`. Where decord fails (it cannot copy frames 48 px wide, among
-other widths up to 72, and cannot open some files that FFmpeg reads) the same sampled frames are decoded with PyAV
+defaults are class attributes, the work sits in `VideoProcessorMixin`'s hooks (`sample_frames` picks the indices
+from a `VideoMetadata`, `_decode_and_sample_videos` and `fetch_videos` decode only those frames, `_preprocess` crops,
+resizes and normalises), `size` is `{"height": S, "width": S}`, `return_metadata=True` adds one `VideoMetadata` per
+video, and the settings are saved inside `processor_config.json` (or on their own in `video_preprocessor_config.json`);
+`AutoVideoProcessor` finds the class once `foveated_vlm` is imported (or, with `trust_remote_code=True`, from the code
+saved beside the checkpoint). It subclasses the torchvision-free `VideoProcessorMixin` rather than
+`BaseVideoProcessor`, which requires torchvision: decoding goes through decord, resizing through
+`torch.nn.functional.interpolate`. Where decord fails (it cannot copy frames 48 px wide, among other widths up to 72,
+and cannot open some files that FFmpeg reads) the same sampled frames are decoded with PyAV
 (`pyav_decoding.PyAVVideo`); only when both fail is the video unreadable, and the error gives both reasons.
 
 Decoding seeks to the sampled frames (`decord.VideoReader.get_batch`) and decodes only from each one's keyframe,
@@ -29,7 +32,8 @@ import math
 import numbers
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypedDict
 
@@ -43,6 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers.image_processing_utils import BatchFeature
 from transformers.video_processing_utils import VideoProcessorMixin
+from transformers.video_utils import VideoMetadata
 
 from .download import DownloadError, download, looks_like_url
 from .pyav_decoding import PyAVError, PyAVVideo
@@ -88,7 +93,7 @@ class VideoDecodeError(ValueError):
 class FoveatedVideoProcessorKwargs(TypedDict, total=False):
     """The saved settings; `from_pretrained(..., num_frames=16)` may override any of them."""
 
-    size: int
+    size: dict[str, int] | int  # {"height": S, "width": S}; an int S in configs saved before the dict
     num_frames: int | None
     fps: float | None
     max_frames: int | None
@@ -192,6 +197,25 @@ def _is_rate(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
+def square_side(size) -> int:
+    """The side S of the square output frames from `size`: `{"height": S, "width": S}`, or an int S (configs saved
+    before `size` was a dict); anything else, or a non-square size, is a `ValueError` naming the value."""
+    if not isinstance(size, dict):
+        return positive_int("size", size)
+    if set(size) != {"height", "width"}:
+        raise ValueError(f"size={size!r} is invalid; expected {{'height': S, 'width': S}} (or an int S)")
+    height, width = size["height"], size["width"]
+    if height != width:
+        raise ValueError(
+            f"size={size!r} is invalid; the model reads square frames, so height and width must be equal "
+            "(the model config's frame_size)"
+        )
+    try:
+        return positive_int("size", height)
+    except ValueError:
+        raise ValueError(f"size={size!r} is invalid; expected a positive integer side S") from None
+
+
 def channel_values(name: str, values, positive: bool = False) -> tuple[float, float, float]:
     """Three finite numbers, one per RGB channel (above 0 with `positive`: `image_std` divides the pixels)."""
     try:
@@ -206,7 +230,7 @@ def channel_values(name: str, values, positive: bool = False) -> tuple[float, fl
 
 class FoveatedVideoProcessor(VideoProcessorMixin):
     r"""
-    Turns videos into `pixel_values_videos` `[B, T, 3, size, size]` for the foveated model.
+    Turns videos into `pixel_values_videos` `[B, T, 3, S, S]` for the foveated model.
 
     Accepts, per video: a file path, an http(s) URL (an overall deadline and a size cap), raw `bytes`, a
     `numpy` array or `torch` tensor `[T, H, W, C]` or `[T, C, H, W]` (`uint8`, or float in [0, 1]; C = 1, 3 or 4),
@@ -219,13 +243,14 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
     Resizing is bilinear with antialiasing, so downscaling does not alias.
 
     Limits: a video gives at most `max_frames` frames (128 unless set), whichever the sampling, and frames whose
-    shorter side is longer than `2 * size` are decoded straight to that (decord resizes as it decodes; arrays and
+    shorter side is longer than `2 * S` are decoded straight to that (decord resizes as it decodes; arrays and
     images are downscaled before any float copy), keeping the aspect ratio: a 4000x4000 clip is never held at full
     size but for the one frame that tells decord's reader its size. Twice the output size keeps the crop and the
     antialiased resize as sharp as from the source.
 
     Args:
-        size (`int`, defaults to 256): side of the square output frames (the model config's `frame_size`).
+        size (`dict[str, int]`, defaults to `{"height": 256, "width": 256}`): the square output frames (the model
+            config's `frame_size`); an int S means `{"height": S, "width": S}` (configs saved before the dict).
         num_frames (`int`, defaults to 8): frames sampled uniformly over each clip; at most `max_frames`.
         fps (`float`, *optional*): sample at this rate instead; a clip that would give more than `max_frames`
             frames gives `max_frames` uniform ones.
@@ -237,7 +262,7 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         max_download_bytes (`int`, defaults to 1 GiB): largest video a URL may deliver.
     """
 
-    size = 256
+    size = {"height": 256, "width": 256}
     num_frames = 8
     fps = None
     max_frames = None
@@ -257,7 +282,8 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         for name, value in settings.items():
             setattr(self, name, value)
         # Every setting is checked here, so a bad one fails when the processor is built, not at its first video.
-        self.size, self.resize_mode = self._resize_settings(self.size, self.resize_mode)
+        side, self.resize_mode = self._resize_settings(self.size, self.resize_mode)
+        self.size = {"height": side, "width": side}
         self.image_mean = channel_values("image_mean", self.image_mean)
         self.image_std = channel_values("image_std", self.image_std, positive=True)
         if self.max_frames is not None:
@@ -267,7 +293,104 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         if self.num_frames is not None or self.fps is not None:
             self._sampling(None, None, None)  # the saved mode as a whole: a valid fps, or num_frames within the cap
 
-    # -------------------------------------------------------------------------------------------- decoding
+    @property
+    def frame_size(self) -> int:
+        """The side S of the square output frames (the model config's `frame_size`)."""
+        return self.size["height"]
+
+    def preprocess(
+        self,
+        videos,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        size: dict[str, int] | int | None = None,
+        resize_mode: str | None = None,
+        video_fps: float | None = None,
+        return_target_frames: bool = False,
+        return_metadata: bool | None = None,
+        do_sample_frames: bool | None = None,
+        return_tensors: str | None = "pt",
+    ) -> BatchFeature:
+        """Decode, sample, resize and normalise one video or a batch of videos.
+
+        Returns a `BatchFeature` with `pixel_values_videos` `[B, T, 3, S, S]`; with `return_target_frames=True` also
+        `target_frames` `[B, T, 3, S, S]` in [-1, 1] (the input of the reconstruction targets, see
+        `foveated_vlm.data.targets`); with `return_metadata=True` also `video_metadata` (one `VideoMetadata` per
+        video: total frames, frame rate, duration, source size, backend, the sampled `frames_indices`),
+        `frame_indices` `[B, T]` and `timestamps` `[B, T]` (seconds: the frames' own, `index / video_fps` for
+        arrays and images, NaN when that is unknown). With `return_tensors=None` every field is a list with one
+        entry per video instead, which allows `fps` sampling to give videos of different lengths.
+        """
+        # Not the mixin's `preprocess`, which runs these hooks too: it decodes before it checks the options (`size=0`
+        # would fail after a download), hands the decode step no output size (4000 px frames would be decoded at full
+        # size) and type-checks with huggingface_hub errors that are no `ValueError` naming the option.
+        side, resize_mode = self._resize_settings(size, resize_mode)
+        sampling = self._sampling(num_frames, fps, max_frames)
+        video_fps = check_video_fps(video_fps)
+        if do_sample_frames is False:
+            raise ValueError(
+                "do_sample_frames=False is invalid; the foveated processor always samples frames (set "
+                "num_frames or fps instead)"
+            )
+        return_metadata = self.return_metadata if return_metadata is None else return_metadata
+        frames, metadata, timestamps = self._decode_and_sample_videos(
+            videos, partial(self.sample_frames, **sampling), video_fps=video_fps, max_size=2 * side
+        )
+        features = self._preprocess(frames, side, resize_mode, return_target_frames, return_tensors)
+        if return_metadata:
+            indices = [torch.tensor(video.frames_indices, dtype=torch.int64) for video in metadata]
+            clocks = [torch.from_numpy(clock) for clock in timestamps]
+            features.update(batch_feature({"frame_indices": indices, "timestamps": clocks}, return_tensors))
+            features["video_metadata"] = metadata  # after the tensor conversion, as the mixin adds it
+        return features
+
+    # ------------------------------------------------------------------------------------- sampling (a hook)
+    def sample_frames(
+        self,
+        metadata: VideoMetadata,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames=None,
+        **kwargs,
+    ) -> np.ndarray:
+        """Indices `[T]` of the frames to read from a video that `metadata` describes (`total_num_frames`, and `fps`
+        for sampling at a rate): the call's `num_frames` / `fps` / `max_frames` over the saved settings, see
+        `sample_frame_indices`. Other keywords (the mixin passes every call option) do not change the sampling."""
+        sampling = self._sampling(num_frames, fps, max_frames)
+        return sample_frame_indices(metadata.total_num_frames, video_fps=metadata.fps, **sampling)
+
+    def _sampling(self, num_frames, fps, max_frames) -> dict:
+        """Call arguments over saved settings, checked; an explicit `num_frames` or `fps` picks the sampling mode."""
+        if num_frames is None and fps is None:
+            num_frames, fps = (None, self.fps) if self.fps is not None else (self.num_frames, None)
+        max_frames = self.max_frames if max_frames is None else max_frames  # and DEFAULT_MAX_FRAMES if both are None
+        num_frames, fps, max_frames = check_sampling(num_frames, fps, max_frames)
+        return {"num_frames": num_frames, "fps": fps, "max_frames": max_frames}
+
+    # ------------------------------------------------------------------------------------- decoding (hooks)
+    def _decode_and_sample_videos(
+        self, videos, sample_indices_fn: Callable, video_fps: float | None = None, max_size: int | None = None
+    ) -> tuple[list[torch.Tensor], list[VideoMetadata], list[np.ndarray]]:
+        """Read the sampled frames of every video: `(frames, metadata, timestamps)`, one entry per video, frames
+        `[T, 3, H, W]` with the shorter side at most `max_size`. The mixin's version decodes whole files with
+        torchcodec (not a dependency) and samples arrays itself; here one reader per video decodes only the
+        frames `sample_indices_fn(metadata=...)` picks, straight to the bounded size."""
+        read = [self._read(video, sample_indices_fn, video_fps, max_size) for video in make_video_list(videos)]
+        frames, metadata, timestamps = zip(*read, strict=True)
+        return list(frames), list(metadata), list(timestamps)
+
+    def fetch_videos(self, video_url_or_urls, sample_indices_fn: Callable | None = None):
+        """The mixin's hook for videos given by URL (or path): `(frames [T, 3, H, W], VideoMetadata)`, or a list of
+        frames and a list of metadata for a list, through this processor's download (an overall deadline, a size
+        cap, http(s) only) and decoders, sampled by `sample_indices_fn` (the saved settings when None)."""
+        sample_indices_fn = sample_indices_fn or self.sample_frames
+        if isinstance(video_url_or_urls, list):
+            frames, metadata, _ = self._decode_and_sample_videos(video_url_or_urls, sample_indices_fn)
+            return frames, metadata
+        frames, metadata, _ = self._read(video_url_or_urls, sample_indices_fn, None, None)
+        return frames, metadata
+
     def load_frames(
         self,
         video,
@@ -276,7 +399,7 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         max_frames: int | None = None,
         video_fps: float | None = None,
         max_size: int | None = None,
-    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    ):
         """Read the sampled frames of one video (at most `max_frames`), decoding only those.
 
         Returns `(frames, indices, timestamps)`: frames `[T, 3, H, W]` (`uint8`, or float in [0, 1] for float
@@ -286,29 +409,36 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         timestamps are `index / video_fps`, NaN when `video_fps` is not given. A bad argument is a `ValueError` that
         names it, raised before the video is read.
         """
-        sampling = self._sampling(num_frames, fps, max_frames)
-        if video_fps is not None and not _is_rate(video_fps):
-            raise ValueError(f"video_fps={video_fps!r} is invalid; expected the frames' rate, a finite number above 0")
+        sample = partial(self.sample_frames, **self._sampling(num_frames, fps, max_frames))
+        video_fps = check_video_fps(video_fps)
         if max_size is not None:
             max_size = positive_int("max_size", max_size)
+        frames, metadata, timestamps = self._read(video, sample, video_fps, max_size)
+        return frames, np.asarray(metadata.frames_indices, dtype=np.int64), timestamps
+
+    def _read(self, video, sample_indices_fn: Callable, video_fps: float | None, max_size: int | None):
+        """One video of any kind -> `(frames [T, 3, H', W'], VideoMetadata, timestamps [T])`."""
         source = describe_source(video)
         if isinstance(video, (str, os.PathLike)) and looks_like_url(str(video)):  # never read as a local path
-            return self._decode(io.BytesIO(self.fetch_url(str(video))), source, sampling, max_size)
+            return self._decode(io.BytesIO(self.fetch_url(str(video))), source, sample_indices_fn, max_size)
         if isinstance(video, (str, os.PathLike)):
             path = Path(video)
             if not path.is_file():
                 raise VideoDecodeError(source, "no such file" if not path.exists() else "not a regular file")
-            return self._decode(str(path), source, sampling, max_size)
+            return self._decode(str(path), source, sample_indices_fn, max_size)
         if isinstance(video, (bytes, bytearray)):
-            return self._decode(io.BytesIO(bytes(video)), source, sampling, max_size)
+            return self._decode(io.BytesIO(bytes(video)), source, sample_indices_fn, max_size)
         if isinstance(video, (list, tuple)) and _is_single_video(video):  # a list holding PIL images
-            indices = sample_frame_indices(len(video), video_fps=video_fps, **sampling)
-            return images_to_frames(video, indices, source, max_size), indices, self._clock(indices, video_fps)
+            width, height = next(image.size for image in video if isinstance(image, Image.Image))
+            metadata = video_metadata(len(video), video_fps, height, width, backend=None)
+            indices = sample_indices(sample_indices_fn, metadata)
+            return images_to_frames(video, indices, source, max_size), metadata, clock(indices, video_fps)
         if isinstance(video, (np.ndarray, torch.Tensor)):
             frames = array_to_frames(video, source)  # [N, 3, H, W], a view of the input
-            indices = sample_frame_indices(frames.shape[0], video_fps=video_fps, **sampling)
+            metadata = video_metadata(frames.shape[0], video_fps, *frames.shape[-2:], backend=None)
+            indices = sample_indices(sample_indices_fn, metadata)
             frames = bound_frames(frames[torch.from_numpy(indices)], max_size)  # [T, 3, H', W'], still uint8
-            return frames, indices, self._clock(indices, video_fps)
+            return frames, metadata, clock(indices, video_fps)
         raise VideoDecodeError(
             source, "unsupported input; expected a path, URL, bytes, an array/tensor [T, H, W, C] or a list of images"
         )
@@ -324,24 +454,25 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
             reason = f"download failed: {error.reason} ({error.detail}{bound})"
             raise VideoDecodeError(describe_source(url), reason) from error
 
-    def _decode(self, data, source: str, sampling: dict, max_size: int | None):
+    def _decode(self, data, source: str, sample_indices_fn: Callable, max_size: int | None):
         """Read only the sampled frames of a file or in-memory file, with the shorter side at most `max_size` when
         given: with decord, and with PyAV where decord fails (see `pyav_decoding`); duplicates are decoded once."""
         if isinstance(data, io.BytesIO):
             refuse_text(data, source)
         try:
-            return self._decode_with_decord(data, source, sampling, max_size)
+            return self._decode_with_decord(data, source, sample_indices_fn, max_size)
         except VideoDecodeError as decord_error:
             logger.debug("decord cannot read %s (%s); decoding with PyAV", source, decord_error.reason)
             try:
-                return self._decode_with_pyav(data, source, sampling, max_size)
+                return self._decode_with_pyav(data, source, sample_indices_fn, max_size)
             except VideoDecodeError as pyav_error:
                 reason = f"{decord_error.reason}; PyAV: {pyav_error.reason}"
                 raise VideoDecodeError(source, reason) from decord_error
 
-    def _decode_with_decord(self, data, source: str, sampling: dict, max_size: int | None):
+    def _decode_with_decord(self, data, source: str, sample_indices_fn: Callable, max_size: int | None):
         reader = open_reader(data, source)
-        indices, unique, inverse = sample_file_frames(len(reader), reader.get_avg_fps(), sampling, source)
+        metadata = video_metadata(len(reader), reader.get_avg_fps(), None, None, backend="decord")
+        unique, inverse = sample_file_frames(metadata, sample_indices_fn, source)
         try:
             timestamps = reader.get_frame_timestamp(unique.tolist())[:, 0]  # start of each frame, seconds
         except (RuntimeError, IndexError, decord.DECORDError) as error:
@@ -349,8 +480,10 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
             raise VideoDecodeError(source, reason) from error
         if max_size is None:
             frames = read_batch(reader, unique, source)  # [U, H, W, 3] uint8: one seek-batch
+            metadata.height, metadata.width = frames.shape[1:3]
         else:
             frames = read_batch(reader, unique[:1], source)  # decord tells the frame size only by decoding a frame
+            metadata.height, metadata.width = frames.shape[1:3]
             shape = bounded_shape(*frames.shape[1:3], max(max_size, DECORD_MIN_SIDE))
             if shape == frames.shape[1:3]:  # small enough: this reader reads the rest, the first frame decoded once
                 if len(unique) > 1:
@@ -358,13 +491,14 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
             else:  # decode straight to the bounded size, after letting the full-size reader and frame go
                 del reader, frames
                 frames = read_batch(open_reader(data, source, shape), unique, source)  # [U, H', W', 3]
-        return sampled_result(frames, indices, inverse, timestamps, max_size)
+        return sampled_result(frames, inverse, timestamps, max_size, metadata)
 
-    def _decode_with_pyav(self, data, source: str, sampling: dict, max_size: int | None):
+    def _decode_with_pyav(self, data, source: str, sample_indices_fn: Callable, max_size: int | None):
         try:
             with PyAVVideo(data) as video:
-                indices, unique, inverse = sample_file_frames(len(video), video.average_fps, sampling, source)
                 height, width = video.frame_size  # from the stream's header: PyAV can resize from the first frame
+                metadata = video_metadata(len(video), video.average_fps, height, width, backend="pyav")
+                unique, inverse = sample_file_frames(metadata, sample_indices_fn, source)
                 # decord's bound, so that a video gives frames of one size whichever backend decodes it
                 bound = None if max_size is None else max(max_size, DECORD_MIN_SIDE)
                 shape = bounded_shape(height, width, bound) if height and width else None
@@ -372,40 +506,47 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
                 timestamps = video.timestamps(unique)
         except PyAVError as error:
             raise VideoDecodeError(source, str(error)) from error
-        return sampled_result(frames, indices, inverse, timestamps, max_size)
+        return sampled_result(frames, inverse, timestamps, max_size, metadata)
 
-    def _sampling(self, num_frames, fps, max_frames) -> dict:
-        """Call arguments over saved settings, checked; an explicit `num_frames` or `fps` picks the sampling mode."""
-        if num_frames is None and fps is None:
-            num_frames, fps = (None, self.fps) if self.fps is not None else (self.num_frames, None)
-        max_frames = self.max_frames if max_frames is None else max_frames  # and DEFAULT_MAX_FRAMES if both are None
-        num_frames, fps, max_frames = check_sampling(num_frames, fps, max_frames)
-        return {"num_frames": num_frames, "fps": fps, "max_frames": max_frames}
+    # --------------------------------------------------------------------------------- preprocessing (a hook)
+    def _preprocess(
+        self, videos: list[torch.Tensor], size, resize_mode=None, return_target_frames=False, return_tensors="pt"
+    ) -> BatchFeature:
+        """Frames `[T, 3, H, W]` per video -> `pixel_values_videos` (and `target_frames`), see `preprocess`.
 
-    @staticmethod
-    def _clock(indices: np.ndarray, video_fps: float | None) -> np.ndarray:
-        return indices / video_fps if video_fps else np.full(len(indices), np.nan)
+        Each video's frames are cropped, resized and normalised in one batched call. Unlike the mixin's grouping
+        by shape, videos are not stacked across the batch first: a batch's sources rarely share a size, and
+        stacking would copy every video once more."""
+        pixel_values, target_frames = [], []
+        for frames in videos:
+            unit = self.resize_frames(frames, size, resize_mode)  # [T, 3, S, S] in [0, 1]
+            pixel_values.append(self.normalize_frames(unit))
+            if return_target_frames:
+                target_frames.append(unit * 2 - 1)
+        data = {"pixel_values_videos": pixel_values}
+        if return_target_frames:
+            data["target_frames"] = target_frames
+        return batch_feature(data, return_tensors)
 
-    # ----------------------------------------------------------------------------------------- preprocessing
     def _resize_settings(self, size, resize_mode) -> tuple[int, str]:
-        """`(size, resize_mode)` of a call, the saved settings where None, checked (0 is an error, not the default)."""
-        size = self.size if size is None else positive_int("size", size)
+        """`(S, resize_mode)` of a call, the saved settings where None, checked (0 is an error, not the default)."""
+        side = square_side(self.size if size is None else size)
         resize_mode = self.resize_mode if resize_mode is None else resize_mode
         if resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode={resize_mode!r} is invalid; expected one of {RESIZE_MODES}")
-        return size, resize_mode
+        return side, resize_mode
 
-    def resize_frames(self, frames: torch.Tensor, size: int | None = None, resize_mode: str | None = None):
-        """Frames `[T, 3, H, W]` (`uint8` or float in [0, 1]) -> float `[T, 3, size, size]` in [0, 1]."""
-        size, resize_mode = self._resize_settings(size, resize_mode)
+    def resize_frames(self, frames: torch.Tensor, size=None, resize_mode: str | None = None):
+        """Frames `[T, 3, H, W]` (`uint8` or float in [0, 1]) -> float `[T, 3, S, S]` in [0, 1]."""
+        side, resize_mode = self._resize_settings(size, resize_mode)
         if resize_mode == "crop":  # crop before converting to float: less to convert and to resize
             height, width = frames.shape[-2:]
-            side = min(height, width)
-            top, left = (height - side) // 2, (width - side) // 2
-            frames = frames[..., top : top + side, left : left + side]
+            short = min(height, width)
+            top, left = (height - short) // 2, (width - short) // 2
+            frames = frames[..., top : top + short, left : left + short]
         frames = frames.float() / 255 if frames.dtype == torch.uint8 else frames.float()
-        if frames.shape[-2:] != (size, size):
-            frames = F.interpolate(frames, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        if frames.shape[-2:] != (side, side):
+            frames = F.interpolate(frames, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         return frames
 
     def normalize_frames(self, frames: torch.Tensor) -> torch.Tensor:
@@ -414,50 +555,41 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         std = torch.tensor(self.image_std, dtype=frames.dtype).view(3, 1, 1)
         return (frames - mean) / std
 
-    def preprocess(
-        self,
-        videos,
-        num_frames: int | None = None,
-        fps: float | None = None,
-        max_frames: int | None = None,
-        size: int | None = None,
-        resize_mode: str | None = None,
-        video_fps: float | None = None,
-        return_target_frames: bool = False,
-        return_tensors: str | None = "pt",
-    ) -> BatchFeature:
-        """Decode, sample, resize and normalise one video or a batch of videos.
 
-        Returns a `BatchFeature` with `pixel_values_videos` `[B, T, 3, size, size]`, `frame_indices` `[B, T]` and
-        `timestamps` `[B, T]` (seconds), and, with `return_target_frames=True`, `target_frames` `[B, T, 3, size,
-        size]` in [-1, 1] (the input of the reconstruction targets, see `foveated_vlm.data.targets`). With
-        `return_tensors=None` every field is a list with one entry per video instead, which allows `fps` sampling to
-        give videos of different lengths.
-        """
-        size, resize_mode = self._resize_settings(size, resize_mode)  # checked before any video is read
-        pixel_values, target_frames, frame_indices, timestamps = [], [], [], []
-        for video in make_video_list(videos):
-            # Read at most twice the output size: the crop and the antialiased resize stay as sharp as from the source.
-            frames, indices, clock = self.load_frames(video, num_frames, fps, max_frames, video_fps, max_size=2 * size)
-            frames = self.resize_frames(frames, size, resize_mode)  # [T, 3, S, S] in [0, 1]
-            pixel_values.append(self.normalize_frames(frames))
-            if return_target_frames:
-                target_frames.append(frames * 2 - 1)
-            frame_indices.append(torch.from_numpy(indices))
-            timestamps.append(torch.from_numpy(clock))
+def batch_feature(data: dict[str, list], return_tensors: str | None) -> BatchFeature:
+    """Per-video lists -> a `BatchFeature`: lists with `return_tensors=None`, else each stacked into `[B, T, ...]`
+    (which needs one frame count for all the videos)."""
+    if return_tensors is None:
+        return BatchFeature(data)
+    lengths = [len(values) for values in next(iter(data.values()))]
+    if len(set(lengths)) > 1:
+        raise ValueError(
+            f"the videos gave different frame counts {lengths}, which cannot be stacked into [B, T, ...]; "
+            "sample with num_frames (one T for all) or pass return_tensors=None"
+        )
+    return BatchFeature({name: torch.stack(values) for name, values in data.items()}, tensor_type=return_tensors)
 
-        data = {"pixel_values_videos": pixel_values, "frame_indices": frame_indices, "timestamps": timestamps}
-        if return_target_frames:
-            data["target_frames"] = target_frames
-        if return_tensors is None:
-            return BatchFeature(data)
-        lengths = [len(indices) for indices in frame_indices]
-        if len(set(lengths)) > 1:
-            raise ValueError(
-                f"the videos gave different frame counts {lengths}, which cannot be stacked into [B, T, ...]; "
-                "sample with num_frames (one T for all) or pass return_tensors=None"
-            )
-        return BatchFeature({name: torch.stack(values) for name, values in data.items()}, tensor_type=return_tensors)
+
+def check_video_fps(video_fps) -> float | None:
+    """The frame rate of arrays and images, checked: None or a finite number above 0."""
+    if video_fps is not None and not _is_rate(video_fps):
+        raise ValueError(f"video_fps={video_fps!r} is invalid; expected the frames' rate, a finite number above 0")
+    return video_fps
+
+
+def video_metadata(total: int, fps, height: int | None, width: int | None, backend: str | None) -> VideoMetadata:
+    """transformers' description of a video before sampling; the decoder fills `frames_indices`."""
+    fps = float(fps) if fps is not None else None
+    duration = total / fps if _is_rate(fps) else None
+    return VideoMetadata(
+        total_num_frames=int(total), fps=fps, height=height or None, width=width or None, duration=duration,
+        video_backend=backend,
+    )  # fmt: skip
+
+
+def clock(indices: np.ndarray, video_fps: float | None) -> np.ndarray:
+    """Times in seconds `[T]` of frames that carry no clock of their own (arrays, images): NaN without a rate."""
+    return indices / video_fps if video_fps else np.full(len(indices), np.nan)
 
 
 def array_to_frames(video, source: str) -> torch.Tensor:
@@ -499,23 +631,31 @@ def images_to_frames(images, indices: np.ndarray, source: str, max_size: int | N
     return torch.cat([bound_frames(frame, max_size) for frame in frames])  # [T, 3, H', W']
 
 
-def sample_file_frames(total: int, video_fps, sampling: dict, source: str):
-    """`(indices [T], unique [U], inverse [T])` of a decoded file's frames: the sampled indices, the distinct ones
-    to decode (sorted) and where each sampled frame is among them; a file's flaw is a `VideoDecodeError`."""
-    if total < 1:
+def sample_file_frames(metadata: VideoMetadata, sample_indices_fn: Callable, source: str):
+    """`(unique [U], inverse [T])` of a file's sampled frames, recorded in `metadata.frames_indices`: the distinct
+    ones to decode (sorted) and where each sampled frame is among them; a file's flaw is a `VideoDecodeError`."""
+    if metadata.total_num_frames < 1:
         raise VideoDecodeError(source, "the video has no frames")
     try:
-        indices = sample_frame_indices(total, video_fps=video_fps, **sampling)
+        indices = sample_indices(sample_indices_fn, metadata)
     except ValueError as error:  # the arguments are checked already: what is left is the file's frame rate
         raise VideoDecodeError(source, str(error)) from error
     unique, inverse = np.unique(indices, return_inverse=True)
-    return indices, unique, inverse
+    return unique, inverse
 
 
-def sampled_result(frames: np.ndarray, indices, inverse, timestamps, max_size: int | None):
-    """Decoded distinct frames `[U, H, W, 3]` -> `(frames [T, 3, H', W'], indices [T], timestamps [T])`."""
+def sample_indices(sample_indices_fn: Callable, metadata: VideoMetadata) -> np.ndarray:
+    """The indices `[T]` that `sample_indices_fn` (the mixin's signature: `metadata=`) picks, recorded in
+    `metadata.frames_indices`."""
+    indices = np.asarray(sample_indices_fn(metadata=metadata), dtype=np.int64)  # [T]
+    metadata.frames_indices = indices.tolist()
+    return indices
+
+
+def sampled_result(frames: np.ndarray, inverse, timestamps, max_size: int | None, metadata: VideoMetadata):
+    """Decoded distinct frames `[U, H, W, 3]` -> `(frames [T, 3, H', W'], metadata, timestamps [T])`."""
     frames = torch.from_numpy(frames[inverse]).permute(0, 3, 1, 2)  # [T, 3, H, W]
-    return bound_frames(frames, max_size), indices, np.asarray(timestamps)[inverse].astype(np.float64)
+    return bound_frames(frames, max_size), metadata, np.asarray(timestamps)[inverse].astype(np.float64)
 
 
 def check_frame_size(height: int, width: int, source: str):

@@ -22,11 +22,15 @@ def test_the_one_pass_step_is_the_models_coarse_half():
     model = FoveatedVLMForConditionalGeneration(config).eval()
     batch = tiny_batch(config)
     batch.pop("attention_mask")  # all ones: the positions the coarse half uses by default
+    calls = []
     with torch.no_grad():
         both = model(**batch)
+        hook = model.model.language_model.register_forward_hook(lambda *args: calls.append(1))
         one = run.coarse_pass_loss(model, **batch)
+        hook.remove()
     expected = 0.7 * both.loss_coarse + 1.3 * both.caption_loss_coarse
     torch.testing.assert_close(one, expected, rtol=1e-5, atol=1e-6)
+    assert len(calls) == 1  # one language-model pass: the fine half is not run and thrown away
 
 
 def patch_batch(model: PatchTokenVLM, frames: int = 3) -> dict:

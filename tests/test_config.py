@@ -70,3 +70,53 @@ def test_invalid_values_name_the_field(overrides, message):
 def test_dinov2_patch14_at_256_is_a_configuration_error():
     with pytest.raises(ValueError, match=r"image_size=256 is not a multiple of vision_config.patch_size=14.*252"):
         FoveatedVLMConfig(vision_config={"model_type": "dinov2", "image_size": 256, "patch_size": 14}, target_size=32)
+
+
+TRAINING_OPTIONS = ("fine_queries", "contrastive_loss_weight", "entropy_margin_loss_weight", "entropy_margin")
+TRAINING_OPTIONS += ("fixation_loss_weight",)
+
+
+def test_an_old_config_with_the_random_control_loads_warns_and_the_model_plans(tmp_path, caplog):
+    import json
+
+    import torch
+    from tiny import tiny_batch
+
+    from foveated_vlm import FoveatedVLMForConditionalGeneration
+
+    tiny_config().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    old = {"fine_queries": "random", "contrastive_loss_weight": 0.0, "entropy_margin_loss_weight": 0.0}
+    old |= {"entropy_margin": 0.5, "fixation_loss_weight": 0.25}  # as configs before the redesign held them
+    (tmp_path / "config.json").write_text(json.dumps(saved | old))
+    with caplog.at_level("WARNING", logger="foveated_vlm.configuration_foveated"):
+        loaded = AutoConfig.from_pretrained(tmp_path)
+    warning = caplog.text
+    assert "fine_queries='random'" in warning and "fixation_loss_weight=0.25" in warning
+    assert "training options" in warning
+    assert "contrastive_loss_weight" not in warning and "entropy_margin=" not in warning  # at the old defaults
+    assert not any(hasattr(loaded, name) for name in TRAINING_OPTIONS)
+    loaded.save_pretrained(tmp_path / "again")
+    assert not set(TRAINING_OPTIONS) & set(json.loads((tmp_path / "again" / "config.json").read_text()))
+    torch.manual_seed(0)
+    model = FoveatedVLMForConditionalGeneration(loaded).eval()
+    batch = tiny_batch(loaded)
+    with torch.no_grad():
+        first, second = model(**batch), model(**batch)
+    torch.testing.assert_close(first.queries, second.queries, rtol=0, atol=0)  # planned, not drawn
+    hidden = model.model(input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"])
+    planned = model.model.plan_queries(hidden.plan_hidden_coarse, hidden.plan_hidden_coarse[:, :1])
+    torch.testing.assert_close(first.queries, planned, rtol=0, atol=0)
+
+
+def test_a_config_at_the_old_defaults_loads_silently(tmp_path, caplog):
+    import json
+
+    tiny_config().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    old = dict(zip(TRAINING_OPTIONS, ("predicted", 0.0, 0.0, 0.5, 0.0), strict=True))
+    (tmp_path / "config.json").write_text(json.dumps(saved | old))
+    with caplog.at_level("WARNING", logger="foveated_vlm.configuration_foveated"):
+        loaded = AutoConfig.from_pretrained(tmp_path)
+    assert "training options" not in caplog.text
+    assert not any(hasattr(loaded, name) for name in TRAINING_OPTIONS)

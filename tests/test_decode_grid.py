@@ -161,13 +161,16 @@ def test_pyav_gives_decords_frames_where_both_work(tmp_path, container, codec, p
     level (decord bundles FFmpeg 4.1, PyAV FFmpeg 8, whose MPEG-4 IDCT rounds differently). 30 frames with a
     keyframe every 6 make the PyAV path seek."""
     processor = FoveatedVideoProcessor(size=32, num_frames=7)
-    sampling = processor._sampling(None, None, None)
     tolerance = 1 if codec == "mpeg4" else 0
     for width, height in [(64, 36), (100, 50), (320, 180)]:
         path = str(write(tmp_path / f"clip.{container}", textured_frames(30, width, height), codec, pix_fmt, gop=6))
-        frames, indices, timestamps = processor._decode_with_decord(path, "clip", sampling, None)
-        pyav_frames, pyav_indices, pyav_timestamps = processor._decode_with_pyav(path, "clip", sampling, None)
-        assert pyav_indices.tolist() == indices.tolist() == [0, 5, 10, 14, 19, 24, 29]
+        frames, metadata, timestamps = processor._decode_with_decord(path, "clip", processor.sample_frames, None)
+        pyav_frames, pyav_metadata, pyav_timestamps = processor._decode_with_pyav(
+            path, "clip", processor.sample_frames, None
+        )
+        assert pyav_metadata.frames_indices == metadata.frames_indices == [0, 5, 10, 14, 19, 24, 29]
+        assert (pyav_metadata.total_num_frames, pyav_metadata.fps) == (metadata.total_num_frames, metadata.fps)
+        assert (pyav_metadata.video_backend, metadata.video_backend) == ("pyav", "decord")
         np.testing.assert_allclose(pyav_timestamps, timestamps, rtol=0, atol=1e-6)  # decord gives float32
         assert pyav_frames.dtype == torch.uint8 and pyav_frames.shape == frames.shape == (7, 3, height, width)
         assert (pyav_frames.int() - frames.int()).abs().max() <= tolerance, (width, height)
@@ -180,10 +183,9 @@ def test_pyav_resizes_as_decord_does(tmp_path, pix_fmt):
     under 1 level on average on smooth content (0.57; the worst pixel 16)."""
     path = str(write(tmp_path / "wide.mp4", textured_frames(3, 640, 360, smooth=True), "libx264", pix_fmt))
     processor = FoveatedVideoProcessor(num_frames=3)
-    sampling = processor._sampling(None, None, None)
     for max_size in (200, 64):  # decoded straight to 200 px; to 128 px, then downscaled (decord's lower bound)
-        frames, _, _ = processor._decode_with_decord(path, "wide", sampling, max_size)
-        pyav_frames, _, _ = processor._decode_with_pyav(path, "wide", sampling, max_size)
+        frames, _, _ = processor._decode_with_decord(path, "wide", processor.sample_frames, max_size)
+        pyav_frames, _, _ = processor._decode_with_pyav(path, "wide", processor.sample_frames, max_size)
         assert pyav_frames.shape == frames.shape == (3, 3, max_size, round(max_size * 16 / 9))
         difference = (pyav_frames.float() - frames.float()).abs()
         if pix_fmt == "yuv444p":

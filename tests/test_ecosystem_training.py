@@ -114,8 +114,8 @@ def test_preset_with_equals_is_the_same_as_preset_with_a_space():
     spaced, joined = train.parse(["--preset", "clutter"]), train.parse(["--preset=clutter"])
     assert joined[0].preset == "clutter" and joined[1].dataset == "clutter"  # the preset's flags, not synthetic's
     assert vars(joined[0]) == vars(spaced[0]) and vars(joined[1]) == vars(spaced[1])
-    assert joined[2].to_dict() == spaced[2].to_dict()
-    model_args, _, training_args = train.parse(["--preset=clutter", "--max_steps=7"])
+    assert vars(joined[2]) == vars(spaced[2]) and joined[3].to_dict() == spaced[3].to_dict()
+    model_args, _, _, training_args = train.parse(["--preset=clutter", "--max_steps=7"])
     assert training_args.max_steps == 7 and training_args.output_dir == "outputs/clutter"  # the user's flag wins
     with pytest.raises(SystemExit, match="unknown preset 'nope'"):
         train.parse(["--preset=nope"])

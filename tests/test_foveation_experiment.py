@@ -1,6 +1,7 @@
 """The foveation experiment's parts: its scenes, the ablation switches, the regularisers, the target-fixation metric,
 the presets and the results table. (The experiment itself is minutes of training: experiments/foveation.py.)"""
 
+import inspect
 import json
 import math
 import os
@@ -20,6 +21,8 @@ from foveated_vlm.data.pipeline import build_dataset
 from foveated_vlm.data.synthetic import GLOBAL_CHANGES, SyntheticVideoConfig, generate_clip
 from foveated_vlm.modeling_foveated import fixation_entropy
 from foveated_vlm.training.data_collator import target_patches
+from foveated_vlm.training.foveation_losses import FoveationLosses, fixation_loss, random_fine_queries
+from foveated_vlm.training.trainer import FoveatedTrainer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
 import foveation  # noqa: E402
@@ -116,12 +119,24 @@ def test_distinct_colours_that_cannot_fit_is_a_clear_error():
         ("query_top_k", -1, "query_top_k"),
         ("query_norm", "layer", "query_norm"),
         ("token_norm", "layer", "token_norm"),
-        ("fine_queries", "oracle", "fine"),
     ],
 )
 def test_bad_ablation_settings_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("fine_queries", "oracle", "fine"),
+        ("contrastive_loss_weight", -1.0, "--contrastive_loss_weight -1.0 is invalid"),
+        ("fixation_loss_steps", -2, "--fixation_loss_steps -2 must be >= 0"),
+    ],
+)
+def test_bad_training_options_name_the_flag(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        FoveationLosses(**{field: value})
 
 
 def test_top_k_keeps_the_k_best_patches_and_every_prefix_token():
@@ -145,10 +160,11 @@ def test_top_k_keeps_the_k_best_patches_and_every_prefix_token():
 
 
 def test_random_fine_queries_are_fresh_and_leave_the_coarse_pass_alone():
-    model = model_for(fine_queries="random").eval()
+    model = model_for().eval()
     batch = tiny_batch(model.config)
+    draw = lambda: random_fine_queries(model.config, batch["pixel_values_videos"])  # noqa: E731
     with torch.no_grad():
-        first, second = model(**batch), model(**batch)
+        first, second = model(**batch, fine_queries=draw()), model(**batch, fine_queries=draw())
     assert not torch.allclose(first.queries, second.queries)
     assert abs(first.queries.std().item() - 1) < 0.3  # std-1 draws, like the static queries
     assert torch.equal(first.caption_loss_coarse, second.caption_loss_coarse)
@@ -205,61 +221,131 @@ def test_prompt_query_brings_the_prompt_to_every_frame_and_learns():
         normed(**tiny_batch(normed.config, batch=1, frames=4))
 
 
-def test_regularisers_are_what_they_say_and_enter_the_loss():
-    base = model_for().train()
-    batch = tiny_batch(base.config)
-    plain = base(**batch)
+def foveation_trainer(tmp_path, model, **options) -> FoveatedTrainer:
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    return FoveatedTrainer(model=model, args=args, foveation=FoveationLosses(**options))
+
+
+def test_regularisers_are_what_they_say_and_enter_the_loss(tmp_path):
+    model = model_for().train()
+    batch = tiny_batch(model.config)
+    plain = model(**batch)
     weights = {"contrastive_loss_weight": 0.3, "entropy_margin_loss_weight": 0.7, "entropy_margin": 2.0}
-    model = model_for(**weights).train()
-    out = model(**batch)
+    trainer = foveation_trainer(tmp_path, model, **weights)
+    loss, out = trainer.compute_loss(model, batch, return_outputs=True)
+    terms = FoveationLosses(**weights).terms(out)
     inner = model.model(
         input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"], output_attentions=True
     )
     fine, coarse = inner.vision_tokens_fine.flatten(1), inner.vision_tokens_coarse.flatten(1)
-    assert torch.allclose(out.contrastive_loss, F.cosine_similarity(fine, coarse, dim=-1).mean(), atol=1e-4)
+    assert torch.allclose(terms["contrastive_loss"], F.cosine_similarity(fine, coarse, dim=-1).mean(), atol=1e-4)
     gap = fixation_entropy(inner.fixations_fine).mean() - fixation_entropy(inner.fixations_coarse).mean()
-    assert torch.allclose(out.entropy_margin_loss, F.relu(gap + 2.0), atol=1e-4)
-    expected = plain.loss + 0.3 * out.contrastive_loss + 0.7 * out.entropy_margin_loss
-    assert torch.allclose(out.loss, expected, atol=1e-5)
+    assert torch.allclose(terms["entropy_margin_loss"], F.relu(gap + 2.0), atol=1e-4)
+    expected = plain.loss + 0.3 * terms["contrastive_loss"] + 0.7 * terms["entropy_margin_loss"]
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert torch.allclose(out.loss, plain.loss)  # the model's own loss is the contract's alone
     # Each regulariser alone reaches the planned queries.
-    for term in (out.entropy_margin_loss, out.contrastive_loss):
+    for term in (terms["entropy_margin_loss"], terms["contrastive_loss"]):
         model.zero_grad()
         term.backward(retain_graph=True)
         assert model.model.query_head.weight.grad.abs().sum() > 0
-    assert plain.contrastive_loss is None and plain.entropy_margin_loss is None
+    assert FoveationLosses().terms(plain) == {}  # weights 0: no term
+    logs = trainer._drain("train")
+    assert logs["contrastive_loss"] == pytest.approx(terms["contrastive_loss"].item(), rel=1e-5)
+    assert logs["entropy_margin_loss"] == pytest.approx(terms["entropy_margin_loss"].item(), rel=1e-5)
 
 
 def test_fixation_loss_is_minus_log_the_share_on_target():
     targets = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
     targets[..., :2, :2] = True  # 4 of 16 patches
     uniform = torch.full((1, 2, 1, 4, 4), 1 / 16)
-    loss = FoveatedVLMForConditionalGeneration.fixation_loss(uniform, targets)
+    loss = fixation_loss(uniform, targets)
     assert loss.item() == pytest.approx(math.log(4))
     on_target = torch.zeros(1, 2, 1, 4, 4)
     on_target[..., 1, 0] = 1
-    assert FoveatedVLMForConditionalGeneration.fixation_loss(on_target, targets).item() == pytest.approx(0, abs=1e-6)
+    assert fixation_loss(on_target, targets).item() == pytest.approx(0, abs=1e-6)
 
 
-def test_fixation_targets_supervise_the_planned_queries():
+def test_fixation_targets_supervise_the_planned_queries(tmp_path):
     config = tiny_config()
     batch = tiny_batch(config)
     grid = config.frame_size // config.patch_size
     targets = torch.zeros(2, 4, grid, grid, dtype=torch.bool)
     targets[..., 0, 0] = True
     plain = model_for().train()(**batch)
-    model = model_for(fixation_loss_weight=0.5).train()
-    out = model(**batch, fixation_targets=targets)
-    expected = model.fixation_loss(out.fixations_fine, targets)
-    assert torch.allclose(out.fixation_loss, expected) and out.fixation_loss > 0
-    assert torch.allclose(out.loss, plain.loss + 0.5 * expected, atol=1e-5)
+    model = model_for().train()
+    trainer = foveation_trainer(tmp_path, model, fixation_loss_weight=0.5)
+    loss, out = trainer.compute_loss(model, {**batch, "fixation_targets": targets}, return_outputs=True)
+    expected = fixation_loss(out.fixations_fine, targets)
+    assert expected > 0
+    assert torch.allclose(loss, plain.loss + 0.5 * expected, atol=1e-5)
+    assert trainer._sums["train"]["fixation_loss"] == pytest.approx(expected.item())
     model.zero_grad()
-    out.fixation_loss.backward()
+    expected.backward()
     assert model.model.query_head.weight.grad.abs().sum() > 0  # the planned queries learn where to look
-    # Without targets, or with weight 0, there is no such loss; a wrong grid names the input.
-    assert model(**batch).fixation_loss is None and plain.fixation_loss is None
-    assert model_for()(**batch, fixation_targets=targets).fixation_loss is None
+    # Without targets, with weight 0, in evaluation or once released there is no such loss; a wrong grid names
+    # the input. The model never sees the targets.
+    assert "fixation_loss" not in FoveationLosses(fixation_loss_weight=0.5).terms(out)
+    assert FoveationLosses().terms(out, targets) == {}
+    trainer._sums["train"].clear()
+    trainer.compute_loss(model.eval(), {**batch, "fixation_targets": targets})
+    assert "fixation_loss" not in trainer._sums["eval"]
+    released = foveation_trainer(tmp_path, model.train(), fixation_loss_weight=0.5, fixation_loss_steps=3)
+    released.state.global_step = 3
+    released.compute_loss(model, {**batch, "fixation_targets": targets})
+    assert "fixation_loss" not in released._sums["train"]
     with pytest.raises(ValueError, match=r"fixation_targets must have shape \[B, T, gh, gw\]"):
-        model(**batch, fixation_targets=targets[:, :, :2])
+        trainer.compute_loss(model, {**batch, "fixation_targets": targets[:, :, :2]})
+    assert "fixation_targets" not in inspect.signature(type(model).forward).parameters
+
+
+def test_the_random_control_trains_with_fresh_queries(tmp_path):
+    model = model_for().train()
+    batch = tiny_batch(model.config)
+    trainer = foveation_trainer(tmp_path, model, fine_queries="random")
+    _, first = trainer.compute_loss(model, batch, return_outputs=True)
+    _, second = trainer.compute_loss(model, batch, return_outputs=True)
+    assert not torch.allclose(first.queries, second.queries)
+    assert not torch.allclose(first.queries, model(**batch).queries)  # not the planned ones
+    assert torch.equal(first.caption_loss_coarse, second.caption_loss_coarse)
+
+
+def test_the_random_control_is_evaluated_and_drawn_as_it_trained(tmp_path, monkeypatch):
+    from foveated_vlm.evaluation.metrics import evaluate_model
+    from foveated_vlm.evaluation.reporting import fixation_figures
+
+    model = FoveatedVLMForConditionalGeneration.from_pretrained(save_checkpoint(tmp_path / "model")).eval()
+    processor = make_processor(num_frames=4)
+    clips = list(build_dataset("clutter", seed=3, frame_size=32, num_frames=4, question="quadrant").take(3))
+    read_with = []  # the queries every fine pass read with
+    fine_pass = model.model.fine_pass
+    monkeypatch.setattr(model.model, "fine_pass", lambda queries, *a, **k: read_with.append(queries) or fine_pass(
+        queries, *a, **k))  # fmt: skip
+
+    def evaluate(**options):
+        read_with.clear()
+        metrics = evaluate_model(model, processor, iter(clips), num_videos=3, batch_size=3, progress=False, **options)
+        return metrics, list(read_with)
+
+    (planned, planned_queries), (control, control_queries) = evaluate(), evaluate(random_fine_queries=True)
+    again, _ = evaluate(random_fine_queries=True)
+    for key in ("caption_loss_coarse", "accuracy_coarse", "fixation_entropy_coarse"):
+        assert control[key] == pytest.approx(planned[key], rel=1e-6), key
+    assert control["caption_loss_fine"] != planned["caption_loss_fine"]
+    assert control["caption_loss_fine"] != again["caption_loss_fine"]  # fresh draws, as in training
+    # forward, other video, generation's prefill, then the answer choices: the same number of fine passes
+    assert len(control_queries) == len(planned_queries)
+    for drawn, chosen in zip(control_queries, planned_queries, strict=True):
+        assert drawn.shape == chosen.shape and not torch.allclose(drawn, chosen)
+    choices = control_queries[-4:]  # the four quadrant answers of every clip read with the same draws
+    assert all(torch.equal(choice, choices[0]) for choice in choices)
+    read_with.clear()
+    fixation_figures(model, processor, clips, tmp_path / "planned", num_videos=1)
+    fixation_figures(model, processor, clips, tmp_path / "control", num_videos=1, random_fine_queries=True)
+    assert not torch.allclose(read_with[0], read_with[1])
+    assert abs(read_with[1].std().item() - 1) < 0.5
 
 
 def test_collator_places_the_prompted_target_for_the_fixation_loss():
@@ -310,7 +396,7 @@ def test_target_patches_cover_the_target_in_every_frame():
 # ----------------------------------------------------------------------------------------- presets, table
 @pytest.mark.parametrize("preset", ["clutter", "global-control"])
 def test_experiment_presets_parse(preset):
-    model_args, data_args, training_args = train.parse(["--preset", preset])
+    model_args, data_args, foveation_args, training_args = train.parse(["--preset", preset])
     assert training_args.output_dir == f"outputs/{preset}"
     if preset == "clutter":
         assert (data_args.dataset, data_args.question, model_args.reconstruction_loss_weight) == (
@@ -318,7 +404,7 @@ def test_experiment_presets_parse(preset):
             "quadrant",
             0,
         )
-        assert model_args.prompt_query and data_args.curriculum_clips > 0 and model_args.fixation_loss_weight > 0
+        assert model_args.prompt_query and data_args.curriculum_clips > 0 and foveation_args.fixation_loss_weight > 0
     else:
         assert data_args.dataset == "global_change" and not data_args.train_captions
     assert model_args.vision_type == "dinov2" and model_args.query_norm == "batch"

@@ -49,7 +49,7 @@ def spy_readers(monkeypatch):
 def test_fps_far_above_the_clip_rate_gives_at_most_the_default_cap(clip):
     """fps=1e6 on a 3 s clip asked for 3,000,000 frames (25.7 GiB); now it gives DEFAULT_MAX_FRAMES uniform ones."""
     processor = FoveatedVideoProcessor(size=8)
-    out = processor(clip, fps=1e6)
+    out = processor(clip, fps=1e6, return_metadata=True)
     assert out["pixel_values_videos"].shape == (1, DEFAULT_MAX_FRAMES, 3, 8, 8)
     assert out["frame_indices"][0].tolist() == np.round(np.linspace(0, 29, DEFAULT_MAX_FRAMES)).astype(int).tolist()
     array = np.zeros((5000, 4, 4, 3), np.uint8)  # arrays have the same cap

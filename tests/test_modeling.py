@@ -239,3 +239,60 @@ def test_batch_size_mismatch():
     batch["target_latents"] = None
     with pytest.raises(ValueError, match="input_ids has 2 rows but pixel_values_videos has 1 videos"):
         model(**batch)
+
+
+def test_fine_queries_replace_the_planned_ones_in_the_fine_pass_alone():
+    model, config = make_model(tokens_per_frame=2)
+    batch = tiny_batch(config)
+    planned = model(**batch)
+    given = torch.randn_like(planned.queries)
+    out = model(**batch, fine_queries=given)
+    assert torch.equal(out.queries, given)  # what the fine pass read with
+    torch.testing.assert_close(out.caption_loss_coarse, planned.caption_loss_coarse, rtol=0, atol=0)
+    assert not torch.allclose(out.caption_loss_fine, planned.caption_loss_fine)
+    # The planned queries given back reproduce the planned forward.
+    again = model(**batch, fine_queries=planned.queries)
+    torch.testing.assert_close(again.logits, planned.logits, rtol=0, atol=0)
+
+
+def test_fine_queries_of_a_wrong_shape_name_the_shape():
+    model, config = make_model(tokens_per_frame=2)
+    batch = tiny_batch(config)
+    with pytest.raises(ValueError, match=r"fine_queries must have shape \[B, T, K, query_dim\] = \[2, 4, 2, 16\].*"
+                       r"got \[2, 4, 1, 16\]"):  # fmt: skip
+        model(**batch, fine_queries=torch.randn(2, 4, 1, 16))
+    with pytest.raises(ValueError, match="fine_queries were given without pixel_values_videos"):
+        model(input_ids=batch["input_ids"][:, :3], fine_queries=torch.randn(2, 4, 2, 16))
+
+
+def test_return_dict_false_gives_a_tuple_loss_first():
+    model, config = make_model()
+    batch = tiny_batch(config)
+    out = model(**batch, output_attentions=True)
+    as_tuple = model(**batch, output_attentions=True, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    expected = out.to_tuple()
+    assert len(as_tuple) == len(expected)
+    torch.testing.assert_close(as_tuple[0], out.loss, rtol=0, atol=0)
+    for got, want in zip(as_tuple[:-1], expected[:-1], strict=True):  # the last is the cache
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    inputs = {"input_ids": batch["input_ids"], "pixel_values_videos": batch["pixel_values_videos"]}
+    base, base_tuple = model.model(**inputs), model.model(**inputs, return_dict=False)
+    assert isinstance(base_tuple, tuple)
+    torch.testing.assert_close(base_tuple[0], base.last_hidden_state, rtol=0, atol=0)
+
+
+def test_output_hidden_states_are_the_fine_pass_language_model_states():
+    model, config = make_model()
+    batch = tiny_batch(config)
+    out = model(**batch, output_hidden_states=True)
+    layers, (rows, length) = config.text_config.num_hidden_layers, batch["input_ids"].shape
+    assert len(out.hidden_states) == layers + 1
+    assert all(state.shape == (rows, length, config.text_config.hidden_size) for state in out.hidden_states)
+    # The last is the (normed) fine-pass state the head reads, not the coarse pass's; without the flag there are none.
+    inner = model.model(input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"])
+    torch.testing.assert_close(out.hidden_states[-1], inner.last_hidden_state, rtol=0, atol=0)
+    assert not torch.allclose(out.hidden_states[-1], inner.coarse_hidden_state)
+    assert model(**batch).hidden_states is None
+    text = model(input_ids=batch["input_ids"][:, :3], output_hidden_states=True)
+    assert len(text.hidden_states) == layers + 1

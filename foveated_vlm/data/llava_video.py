@@ -58,6 +58,7 @@ from .annotations import (
     resolve_under,
     scan_json_list,
 )
+from .check import check_parser, run_check
 from .faults import SampleFailures
 from .folder import MAX_FRAME_SIDE, load_clip
 from .sample_counts import SKIPPED_FIELD
@@ -71,6 +72,7 @@ __all__ = [
     "iter_llava_video",
     "llava_video_dataset",
     "llava_video_features",
+    "main",
     "parse_conversation",
 ]
 
@@ -347,3 +349,21 @@ def llava_video_dataset(
     kwargs = _plan(annotation_files, num_frames, video_root, shards, video_processor, num_shards, max_member_bytes)
     kwargs |= {"failures": failures}
     return IterableDataset.from_generator(_generate, features=llava_video_features(), gen_kwargs=kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python datasets_scripts/llava_video.py --check ANNOTATIONS.json ... [--video_root DIR | --shards TAR ...]
+    [--limit N]`: decode the videos of the first N question-answer samples and print the samples read and the
+    records skipped by reason; the exit status says whether any sample came out (`foveated_vlm.data.check`)."""
+    parser = check_parser("Decode the first samples of LLaVA-Video annotation JSON files, from a folder or shards.")
+    videos = parser.add_mutually_exclusive_group()
+    videos.add_argument("--video_root", help="the extracted videos' folder (default: the first file's folder)")
+    videos.add_argument("--shards", nargs="+", help=".tar.gz video shards, read front to back")
+    args = parser.parse_args(argv)
+    video_root = None if args.shards else (args.video_root or Path(args.check[0]).parent)
+
+    def build(failures):
+        return llava_video_dataset(args.check, num_frames=args.num_frames, video_root=video_root, shards=args.shards,
+                                   failures=failures, num_shards=1)  # fmt: skip
+
+    return run_check("llava_video", build, args.limit)

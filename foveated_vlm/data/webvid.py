@@ -37,6 +37,7 @@ from datasets import IterableDataset, load_dataset
 
 from ..download import DownloadError, check_download_bounds, download
 from ..video_processing_foveated import FoveatedVideoProcessor
+from .check import check_parser, run_check
 from .faults import SampleFailures
 from .folder import (
     CAPTION_PROMPT,
@@ -52,6 +53,7 @@ __all__ = [
     "FetchError",
     "classify_webvid_failure",
     "fetch_video",
+    "main",
     "parse_duration",
     "webvid_dataset",
     "webvid_records",
@@ -269,3 +271,18 @@ def webvid_dataset(
                     "options": options},
     )  # fmt: skip
     return dataset.shuffle(seed=seed, buffer_size=1) if seed is not None else dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python datasets_scripts/webvid.py --check FILE [FILE ...] [--limit N]`: fetch and decode the first N clips of
+    local WebVid metadata (CSV or parquet) and print the clips read and the skips by reason; the exit status says
+    whether any clip came out (`foveated_vlm.data.check`)."""
+    parser = check_parser("Fetch and decode the first clips of WebVid metadata files (CSV or parquet).")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per download attempt, in all")
+    args = parser.parse_args(argv)
+
+    def build(failures):
+        return webvid_dataset(args.check, num_frames=args.num_frames, timeout=args.timeout, num_shards=1,
+                              failures=failures)  # fmt: skip
+
+    return run_check("webvid", build, args.limit)

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..data.targets import PixelTargetEncoder, SDVAETargetEncoder
 from ..encoder_foveated import VisionKVCache
 from ..modeling_foveated import fixation_entropy, target_share
+from ..training import foveation_losses
 from ..training.data_collator import VideoTextCollator, ground_truth, target_patches
 from ..training.trainer import ratio_metrics
 
@@ -80,15 +81,17 @@ def _ssim(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None
     return scores.reshape(leading)
 
 
-def _generate(model, processor, samples, max_new_tokens: int) -> list[str]:
-    """Greedy captions of the fine stream for a batch of samples (prompts only, left-padded)."""
+def _generate(model, processor, samples, max_new_tokens: int, control) -> list[str]:
+    """Greedy captions of the fine stream for a batch of samples (prompts only, left-padded); `control` gives the
+    fine pass's queries for the prompts' videos (see `evaluate_model`)."""
     tokenizer = processor.tokenizer
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # every row continues at the end
     try:
         prompts = VideoTextCollator(processor, train_captions=False)(samples)
     finally:
         tokenizer.padding_side = side
-    ids = model.generate(**prompts, max_new_tokens=max_new_tokens, do_sample=False)
+    queries = control(prompts["pixel_values_videos"])
+    ids = model.generate(**prompts, fine_queries=queries, max_new_tokens=max_new_tokens, do_sample=False)
     return [
         text.strip()
         for text in processor.batch_decode(ids[:, prompts["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -124,10 +127,20 @@ def evaluate_model(
     generate_captions: bool = True,
     max_new_tokens: int = 32,
     progress: bool = True,
+    random_fine_queries: bool = False,
 ) -> dict[str, float]:
     """Run `num_videos` samples through both passes and return the metrics above (averaged per video);
-    `generate_captions` also writes a caption per video with the fine stream (greedy) and scores it."""
+    `generate_captions` also writes a caption per video with the fine stream (greedy) and scores it.
+    `random_fine_queries`: the foveation experiment's random-query control, evaluated as it trained: every fine pass
+    reads with fresh std-1 queries (the same ones for every answer choice of a clip); a checkpoint alone plans them."""
     model.eval()
+
+    def control(pixel_values_videos):
+        """The fine pass's queries for these videos: the control's draws, or None (the planned ones)."""
+        if not random_fine_queries:
+            return None
+        return foveation_losses.random_fine_queries(model.config, pixel_values_videos, model.dtype)
+
     collator = VideoTextCollator(processor, target_encoder, train_captions=True)
     # Predictions are pictures to score in dB when they are pixels, or when the VAE that made the targets decodes them.
     picture_targets = isinstance(target_encoder, (PixelTargetEncoder, SDVAETargetEncoder))
@@ -146,6 +159,7 @@ def evaluate_model(
             attention_mask=batch["attention_mask"],
             pixel_values_videos=batch["pixel_values_videos"],
             output_attentions=True,
+            fine_queries=control(batch["pixel_values_videos"]),
         )
         hidden = {
             "fine": (out.last_hidden_state, out.plan_hidden_fine, out.fixations_fine),
@@ -167,6 +181,7 @@ def evaluate_model(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 pixel_values_videos=batch["pixel_values_videos"].roll(1, dims=0),
+                fine_queries=control(batch["pixel_values_videos"]),
             )
             add(
                 "caption_loss_other_video", per_sample_caption_losses(model, rotated.last_hidden_state, batch["labels"])
@@ -180,11 +195,11 @@ def evaluate_model(
                 add(f"target_fixation_{name}", on_target.amax(-1).mean(1))
             add("target_fixation_uniform", masks.float().flatten(2).mean(-1).mean(1))
         if generate_captions:
-            generated.extend(_generate(model, processor, chunk, max_new_tokens))
+            generated.extend(_generate(model, processor, chunk, max_new_tokens, control))
             references.extend(sample["answer"] for sample in chunk)
         scored = [(index, choice) for index, sample in enumerate(chunk) if (choice := _choices(sample))]
         if scored:
-            _score_choices(model, collator, [chunk[i] for i, _ in scored], [c for _, c in scored], add)
+            _score_choices(model, collator, [chunk[i] for i, _ in scored], [c for _, c in scored], add, control)
 
     seen = 0
     for sample in samples:
@@ -217,15 +232,16 @@ def _cache_rows(cache: VisionKVCache, rows: list[int], frames: int) -> VisionKVC
     return VisionKVCache(pick(cache.keys), pick(cache.values), cache.num_prefix_tokens, cache.grid)
 
 
-def _score_choices(model, collator, samples, choices, add):
+def _score_choices(model, collator, samples, choices, add, control=None):
     """Each pass answers with the choice it finds most likely (lowest caption loss); record its accuracy.
 
     Every choice of a clip shows the same frames, so the patch pass runs once for the batch (on the first choice,
-    which every scored clip has) and each choice reads its rows of that cache."""
+    which every scored clip has) and each choice reads its rows of that cache, and of the fine queries `control`
+    gives (see `evaluate_model`; None: planned), so every choice of a clip is read with the same queries."""
     num_choices = max(len(answers) for answers, _ in choices)
     losses = {"fine": torch.full((len(samples), num_choices), float("inf")), "coarse": None}
     losses["coarse"] = losses["fine"].clone()
-    cache = None
+    cache = queries = None
     for option in range(num_choices):
         rows = [i for i, (answers, _) in enumerate(choices) if option < len(answers)]
         chunk = [dict(samples[i], answer=choices[i][0][option]) for i in rows]
@@ -233,14 +249,14 @@ def _score_choices(model, collator, samples, choices, add):
         pixels = batch["pixel_values_videos"]  # [b, T, 3, H, W]
         if cache is None:  # option 0: every clip's row
             _, cache = model.foveated_encoder.encode_patches(pixels.flatten(0, 1), return_patch_states=False)
-        with torch.random.fork_rng():  # every choice sees the same draws (the random-query control draws queries)
-            torch.manual_seed(0)
-            out = model.model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                pixel_values_videos=pixels,
-                vision_cache=_cache_rows(cache, rows, pixels.shape[1]),
-            )
+            queries = control(pixels) if control else None  # [B, T, K, qd] or None: planned
+        out = model.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values_videos=pixels,
+            vision_cache=_cache_rows(cache, rows, pixels.shape[1]),
+            fine_queries=None if queries is None else queries[rows],
+        )
         for name, states in (("fine", out.last_hidden_state), ("coarse", out.coarse_hidden_state)):
             losses[name][rows, option] = per_sample_caption_losses(model, states, batch["labels"]).cpu()
     labels = torch.tensor([label for _, label in choices])

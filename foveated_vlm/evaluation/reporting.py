@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
+from ..training import foveation_losses
 from ..training.data_collator import VideoTextCollator
 from .visualize import fixation_cell, save_gif, titled_panel, to_uint8_image
 
@@ -74,7 +75,9 @@ def _prompt_label(prompt: str, cell: int) -> str:
 
 
 @torch.no_grad()
-def fixation_figures(model, processor, samples, output_dir, target_encoder=None, num_videos: int = 4) -> list[str]:
+def fixation_figures(
+    model, processor, samples, output_dir, target_encoder=None, num_videos: int = 4, random_fine_queries: bool = False
+) -> list[str]:
     """Draw where both passes looked on `num_videos` held-out samples, in one forward pass of the model.
 
     Per video, `figures/fixations_{i:02d}.png` is a grid whose columns are the frames and whose rows are the frame
@@ -84,7 +87,8 @@ def fixation_figures(model, processor, samples, output_dir, target_encoder=None,
     prediction sits under the frame it predicts. `figures/fixations_{i:02d}.gif` shows the same cells of one
     frame side by side under their titles ("frame t/T", "static query", ...), with the prompt beneath, one GIF
     frame per video frame. A fixation cell whose map is uniform says so ("attention ~uniform"), as its tint is
-    then blank. Returns the written paths, PNG then GIF per video.
+    then blank. Returns the written paths, PNG then GIF per video. `random_fine_queries`: draw the random-query
+    control's fine queries, as it trained (see `evaluate_model`); a checkpoint alone plans them.
     """
     samples = list(itertools.islice(samples, num_videos))
     if not samples:
@@ -97,6 +101,9 @@ def fixation_figures(model, processor, samples, output_dir, target_encoder=None,
     inputs = {key: value.to(model.device) for key, value in batch.items()}
     if target_encoder is not None:
         inputs["target_latents"] = target_encoder.encode(frames).to(model.device)  # [B, T, C, h, w]
+    if random_fine_queries:
+        pixels = inputs["pixel_values_videos"]
+        inputs["fine_queries"] = foveation_losses.random_fine_queries(model.config, pixels, model.dtype)
 
     was_training = model.training
     model.eval()

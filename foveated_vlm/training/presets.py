@@ -258,12 +258,7 @@ def build_model_and_processor(model_args, data_args):
         "query_top_k": model_args.query_top_k,
         "query_norm": model_args.query_norm,
         "token_norm": model_args.token_norm,
-        "fine_queries": model_args.fine_queries,
         "prompt_query": model_args.prompt_query,
-        "contrastive_loss_weight": model_args.contrastive_loss_weight,
-        "entropy_margin_loss_weight": model_args.entropy_margin_loss_weight,
-        "entropy_margin": model_args.entropy_margin,
-        "fixation_loss_weight": model_args.fixation_loss_weight,
     }
     if model_args.text_model == "config":
         if model_args.vision_model:

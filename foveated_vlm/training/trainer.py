@@ -3,9 +3,14 @@
 The Trainer logs only `loss` by itself. Every logging step here also carries, averaged over the steps since the
 last log: `loss_fine`, `loss_coarse`, `ratio` (coarse / fine, > 1 means looking where the model chose helped),
 `caption_loss_fine`, `caption_loss_coarse`, `caption_ratio` where captions are trained, and the fixation entropies
-of both passes (nats over the patch grid; lower is more selective), and the optional regularisers
+of both passes (nats over the patch grid; lower is more selective), and the foveation experiment's terms
 (`contrastive_loss`, `entropy_margin_loss`, `fixation_loss`) when they are on. Evaluation reports the same keys with the
 `eval_` prefix.
+
+The experiment (`foveation=FoveationLosses(...)`, see `foveation_losses`): its terms are added to the model's loss
+here, the model never sees them; batches carrying `fixation_targets` (the collator's, on clutter clips) have them
+popped here and read by the fixation loss while it supervises; the random-query control draws the fine pass's queries
+for every training and evaluation step. Evaluation never reads fixation targets: held-out losses are the task's alone.
 
 Data: batches from `SkippingCollator(report_counts=True)` carry `sample_counts`, which training steps pop (the
 model never sees them) and every training log sums over ranks into running totals: `data/succeeded`,
@@ -39,6 +44,7 @@ from ..data.sample_counts import SAMPLE_COUNTS_KEY, SampleCounts
 from ..modeling_foveated import fixation_entropy
 from .checkpoints import load_strictly, naming_the_disk, resume_problems, saved_step
 from .finetuning import optimizer_groups
+from .foveation_losses import FoveationLosses
 
 __all__ = ["FoveatedTrainer", "ratio_metrics"]
 
@@ -61,15 +67,19 @@ class FoveatedTrainer(Trainer):
     """`Trainer` for `FoveatedVLMForConditionalGeneration`: asks for fixations and logs both passes."""
 
     _PASS_METRICS = ("loss_fine", "loss_coarse", "caption_loss_fine", "caption_loss_coarse")
-    _REGULARIZERS = ("contrastive_loss", "entropy_margin_loss", "fixation_loss")
 
-    def __init__(self, *args, backbone_learning_rate: float | None = None, fixation_loss_steps: int = 0, **kwargs):
-        """`backbone_learning_rate`: see `create_optimizer`. `fixation_loss_steps`: supervise fixations (batches
-        carrying `fixation_targets`) for this many optimizer steps, then release the queries; 0: throughout.
-        Evaluation never reads fixation targets: held-out losses are the task's alone."""
+    def __init__(
+        self,
+        *args,
+        backbone_learning_rate: float | None = None,
+        foveation: FoveationLosses | None = None,
+        **kwargs,
+    ):
+        """`backbone_learning_rate`: see `create_optimizer`. `foveation`: the experiment's terms and schedule (see
+        the module docstring); None: none of them, the model's loss alone."""
         super().__init__(*args, **kwargs)
         self.backbone_learning_rate = backbone_learning_rate
-        self.fixation_loss_steps = fixation_loss_steps
+        self.foveation = foveation or FoveationLosses()
         self._sums = {"train": defaultdict(int), "eval": defaultdict(int)}  # 0 + a tensor is the tensor
         # Per metric: a term can be present in only some steps of a logging window (the fixation loss stops).
         self._counts = {"train": defaultdict(int), "eval": defaultdict(int)}
@@ -161,21 +171,31 @@ class FoveatedTrainer(Trainer):
         return SampleCounts().add(self._total_sample_counts.as_dict())  # a copy: the caller may add to it
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        released = self.fixation_loss_steps and self.state.global_step >= self.fixation_loss_steps
-        if not model.training or released:
-            inputs = {name: value for name, value in inputs.items() if name != "fixation_targets"}
+        foveation = self.foveation
+        inputs = dict(inputs)
+        fixation_targets = inputs.pop("fixation_targets", None)
+        if not (model.training and foveation.supervises_fixations(self.state.global_step)):
+            fixation_targets = None
+        queries = foveation.fine_queries_for(self.model.config, inputs.get("pixel_values_videos"), self.model.dtype)
+        if queries is not None:
+            inputs["fine_queries"] = queries
+        # Fixations on every step: their entropies are logged (and the entropy margin and fixation loss read them).
         # Losses come from the supervised positions; full-vocabulary logits of every position are never read here.
         outputs = model(**inputs, output_attentions=True, logits_to_keep=1)
-        if not torch.isfinite(outputs.loss):  # one sync per step: the price of naming the step that went wrong
+        terms = foveation.terms(outputs, fixation_targets)
+        loss = outputs.loss + foveation.weighted(terms)
+        if not torch.isfinite(loss):  # one sync per step: the price of naming the step that went wrong
+            losses = {name: _item(getattr(outputs, name)) for name in self._PASS_METRICS}
+            losses.update({name: _item(term) for name, term in terms.items()})
             raise FloatingPointError(
-                f"non-finite loss {outputs.loss.item()} at step {self.state.global_step} "
-                f"(losses: { {k: _item(getattr(outputs, k)) for k in self._PASS_METRICS} }); "
-                "lower the learning rate or check the batch"
+                f"non-finite loss {loss.item()} at step {self.state.global_step} "
+                f"(losses: {losses}); lower the learning rate or check the batch"
             )
         split = "train" if model.training else "eval"
         sums, counts = self._sums[split], self._counts[split]
         # Detached tensors, summed on the device: converting to numbers only when logging avoids a sync per step.
-        values = {name: getattr(outputs, name) for name in self._PASS_METRICS + self._REGULARIZERS}
+        values = {name: getattr(outputs, name) for name in self._PASS_METRICS}
+        values.update(terms)
         for name in ("fine", "coarse"):
             fixations = getattr(outputs, f"fixations_{name}")
             values[f"fixation_entropy_{name}"] = (
@@ -185,7 +205,7 @@ class FoveatedTrainer(Trainer):
             if value is not None:
                 sums[name] = sums[name] + value.detach().float()
                 counts[name] += 1
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        return (loss, outputs) if return_outputs else loss
 
     def _drain(self, split: str) -> dict[str, float]:
         sums, counts = self._sums[split], self._counts[split]
