@@ -14,18 +14,15 @@ A token that probes at chance carries nothing a language model could learn to an
 
 import argparse
 import json
-import os
-import sys
 
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from foveated_vlm import FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor, VideoTextCollator  # noqa: E402
-from foveated_vlm.data.pipeline import clutter_scene  # noqa: E402
-from foveated_vlm.data.synthetic import SyntheticVideoConfig, synthetic_dataset  # noqa: E402
+from foveated_vlm import FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor, VideoTextCollator
+from foveated_vlm.data.pipeline import clutter_scene
+from foveated_vlm.data.synthetic import SyntheticVideoConfig, synthetic_dataset
+from foveated_vlm.training.arguments import parse
+from foveated_vlm.training.model_building import build_model_and_processor
 
 
 def load(args, train_flags: list[str]):
@@ -34,12 +31,8 @@ def load(args, train_flags: list[str]):
     if args.model:
         model = FoveatedVLMForConditionalGeneration.from_pretrained(args.model)
         return model, FoveatedVLMProcessor.from_pretrained(args.model)
-    # train.py's parser (presets, then the flags given) until its argument dataclasses move into foveated_vlm.training
-    import train  # noqa: PLC0415 (only for a fresh model)
-    from foveated_vlm.training.presets import build_model_and_processor  # noqa: PLC0415
-
-    flags = ["--preset", args.preset, "--output_dir", "unused", *train_flags]
-    model_args, data_args, *_, training_args = train.parse(flags)  # the experiment's loss flags do not shape a model
+    flags = ["--preset", args.preset, "--output_dir", "unused", *train_flags]  # parsed as train.py parses them
+    model_args, data_args, *_, training_args = parse(flags)  # the experiment's loss flags do not shape a model
     torch.manual_seed(training_args.seed)
     return build_model_and_processor(model_args, data_args)
 

@@ -1,4 +1,4 @@
-"""Sampled decoding with PyAV: the video processor's second backend, used where decord fails.
+"""Sampled decoding with PyAV: the second backend of `video_decoding`, used where decord fails.
 
 decord (the default backend) raises `DECORDArrayCopyFromTo: The size must exactly match` for frames 1, 2, 3, 4, 6,
 8, 12, 16, 24, 48 or 72 pixels wide, whatever the height, codec or pixel format (decord 0.6.0, measured over every

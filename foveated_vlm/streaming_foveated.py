@@ -87,9 +87,13 @@ class StreamStep:
 class FoveatedStream:
     """A batch of B live videos. Create with `model.stream(...)`, then `push` frames and finally `generate`.
 
-    The language-model context grows by K tokens per frame in each stream; `push` raises `ValueError` before the
-    context would pass the language model's `max_position_embeddings` (no sliding window: the planned queries
-    depend on the whole history, so dropping it would change what the model computes). Like the model's forward, it
+    The language-model context grows by K tokens per frame in each stream (each stream is its own sequence, so the
+    two do not share the positions); `push` raises `ValueError`, naming the frame, before the context would pass
+    the language model's `max_position_embeddings` (`max_frames` says when: 8,175 frames, 2 h 16 min at 1 fps, for
+    the default config, K = 1 and a 16-token prompt). No sliding window: the planned queries depend on the whole
+    history, so dropping it would change what the model computes. Nothing of a past frame is kept but its K tokens
+    in each stream's cache: the frame's patch keys/values are dropped after its push, so the vision side's memory
+    stays flat (`tests/test_long_stream.py`, `benchmarks/long_stream.py`). Like the model's forward, it
     refuses token ids outside the vocabulary and frames that are not floating point, not the config's frame size or
     not finite (see `input_checks`), naming the input and the value.
 
@@ -127,9 +131,10 @@ class FoveatedStream:
         self.frames_seen = 0
 
         start = torch.full((self.batch_size, 1), config.video_start_token_id, dtype=torch.long, device=device)
+        self.prompt_length = input_ids.shape[1]
         self.input_ids = torch.cat([input_ids.to(device), start], dim=1)  # what the fine stream has read
         self.attention_mask = torch.cat([attention_mask.to(device), torch.ones_like(start)], dim=1)
-        self._check_context(0)
+        self._check_context(0, "with this prompt")
         self.cache = DynamicCache(config=config.text_config)  # rows [:B] coarse, [B:] fine
 
         with torch.no_grad():
@@ -149,12 +154,21 @@ class FoveatedStream:
         checks.token_ids(input_ids, self.config.text_config.vocab_size, name)
         checks.run()
 
-    def _check_context(self, new_tokens: int):
+    @property
+    def max_frames(self) -> int:
+        """How many frames this stream can read: its prompt, `<video_start>` and K tokens per frame fill the
+        language model's context (`max_position_embeddings`); `generate` needs room for `<video_end>` too."""
+        return max(self.max_length - self.prompt_length - 1, 0) // self.config.tokens_per_frame
+
+    def _check_context(self, new_tokens: int, adding: str):
+        """Refuse, before any state changes, `new_tokens` that would take either stream past the context: RoPE
+        would run on at positions the model was never trained on, silently (each stream is its own sequence)."""
         length = self.input_ids.shape[1] + new_tokens
         if length > self.max_length:
             raise ValueError(
-                f"the stream would hold {length} tokens, past the language model's context of {self.max_length} "
-                f"(prompt + <video_start> + {self.frames_seen} frames x {self.config.tokens_per_frame} tokens); "
+                f"{adding}, the stream would hold {length} tokens, past the language model's context of "
+                f"{self.max_length} (max_position_embeddings): {self.prompt_length} prompt tokens + <video_start> + "
+                f"{self.config.tokens_per_frame} tokens per frame leave room for {self.max_frames} frames; "
                 "start a new stream"
             )
 
@@ -190,7 +204,7 @@ class FoveatedStream:
         if target_latent is not None:
             checks.finite(target_latent, "target_latent")
         checks.run()
-        self._check_context(k)
+        self._check_context(k, f"at frame {self.frames_seen + 1}")
         timings = {}
 
         begin = time.perf_counter()
@@ -243,7 +257,7 @@ class FoveatedStream:
         if input_ids is not None:
             self._check_text(input_ids, "input_ids")
         suffix = end if input_ids is None else torch.cat([end, input_ids.to(device)], dim=1)
-        self._check_context(suffix.shape[1])
+        self._check_context(suffix.shape[1], f"closing the video after {self.frames_seen} frames")
         self.closed = True
         self.cache.batch_select_indices(torch.arange(self.batch_size, 2 * self.batch_size, device=device))
         full_ids = torch.cat([self.input_ids, suffix], dim=1)

@@ -1,4 +1,4 @@
-"""Video processor of the foveated VLM: decode, sample, crop, resize and normalise the frames of a video.
+"""Video processor of the foveated VLM: sample, crop, resize and normalise the frames of a video.
 
 Follows transformers' video processors (`video_processing_utils.py`, `models/smolvlm/video_processing_smolvlm.py`):
 defaults are class attributes, the work sits in `VideoProcessorMixin`'s hooks (`sample_frames` picks the indices
@@ -7,50 +7,31 @@ resizes and normalises), `size` is `{"height": S, "width": S}`, `return_metadata
 video, and the settings are saved inside `processor_config.json` (or on their own in `video_preprocessor_config.json`);
 `AutoVideoProcessor` finds the class once `foveated_vlm` is imported (or, with `trust_remote_code=True`, from the code
 saved beside the checkpoint). It subclasses the torchvision-free `VideoProcessorMixin` rather than
-`BaseVideoProcessor`, which requires torchvision: decoding goes through decord, resizing through
-`torch.nn.functional.interpolate`. Where decord fails (it cannot copy frames 48 px wide, among other widths up to 72,
-and cannot open some files that FFmpeg reads) the same sampled frames are decoded with PyAV
-(`pyav_decoding.PyAVVideo`); only when both fail is the video unreadable, and the error gives both reasons.
-
-Decoding seeks to the sampled frames (`decord.VideoReader.get_batch`) and decodes only from each one's keyframe,
-never the whole clip (`benchmarks/decode_sampling.py`: 8 frames of a 30 s clip cost 2.5x less than all 900 with
-libx264's 250-frame keyframe interval, 3.8x less with a 2 s one). A fresh reader is opened per video, so no reader
-is shared across DataLoader worker processes (dmlc/decord#194). Anything that cannot be read raises
-`VideoDecodeError`, which names the source and the reason; no frame is ever made up.
+`BaseVideoProcessor`, which requires torchvision: decoding goes through decord, with PyAV where decord fails
+(`video_decoding`, which reads only the sampled frames), resizing through `torch.nn.functional.interpolate`.
 
 The work per video is bounded whatever the input: at most `max_frames` frames (`DEFAULT_MAX_FRAMES` unless set, with
-either sampling mode), and the processor decodes a large video straight to at most twice the output size on its
-shorter side (decord's reader resizes as it decodes) and downscales large arrays and images before any float copy
-(a 4000x4000 8-frame clip at 256 px peaks at +0.5 GB, +3.5 GB when it was decoded at full size). A bad setting or
-argument (`fps=0`, `num_frames=2.5`, `size=0`, a zero in `image_std`) is a `ValueError` naming it and its value,
-raised before any video is read.
+either sampling mode), and frames are decoded straight to at most twice the output size on their shorter side (see
+`video_decoding`). A bad setting or argument (`fps=0`, `num_frames=2.5`, `size=0`, a zero in `image_std`) is a
+`ValueError` naming it and its value, raised before any video is read; a video that cannot be read is a
+`VideoDecodeError`, which names the source and the reason.
 """
 
-import io
-import logging
 import math
 import numbers
-import os
-import re
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import TypedDict
 
-# PyAV's FFmpeg libraries load before decord's: decord bundles an older libvpx that, loaded first, takes the place of
-# PyAV's, whose VP8/VP9 encoders then fail to open (a user writing .webm with PyAV after importing this package).
-import av  # noqa: F401
-import decord
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers.image_processing_utils import BatchFeature
 from transformers.video_processing_utils import VideoProcessorMixin
 from transformers.video_utils import VideoMetadata
 
-from .download import DownloadError, download, looks_like_url
-from .pyav_decoding import PyAVError, PyAVVideo
+from .download import DownloadError, download
+from .video_decoding import VideoDecodeError, describe_source, is_rate, is_single_video, read_video
 
 __all__ = [
     "FoveatedVideoProcessor",
@@ -62,8 +43,6 @@ __all__ = [
     "sample_frame_indices",
 ]
 
-logger = logging.getLogger(__name__)
-
 # DINOv2 and DINOv3 (the supported vision encoders) were trained on ImageNet-normalised images.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,23 +50,6 @@ RESIZE_MODES = ("crop", "squash")
 # The most frames one video may give when `max_frames` is not set: `fps` sampling of a long clip or a large
 # `num_frames` would otherwise allocate without bound (fps=1e6 asked for 25.7 GiB for a 3 s, 64x48 clip).
 DEFAULT_MAX_FRAMES = 128
-# decord fails on frames 1, 2, 3, 4, 6, 8, 12, 16, 24, 48 or 72 px wide (see `pyav_decoding`), so a reader is never
-# asked to resize below this; a smaller bound is reached by downscaling after decoding. PyAV keeps the same bound, so
-# a video gives frames of one size whichever backend decodes it.
-DECORD_MIN_SIDE = 128
-# decord writes in-memory input it cannot open into its error log, up to the first zero byte: a megabyte of text
-# would land in stderr. Every container's header holds a zero byte early (MP4 at byte 0, Matroska within ~50);
-# text holds none.
-TEXT_PROBE_BYTES = 1024
-
-
-class VideoDecodeError(ValueError):
-    """A video that cannot be read: a missing, corrupt or truncated file, no video stream, zero frames, an
-    unreachable URL, or an array of the wrong rank, dtype or channel count."""
-
-    def __init__(self, source: str, reason: str):
-        self.source, self.reason = source, reason
-        super().__init__(f"cannot read video {source}: {reason}")
 
 
 class FoveatedVideoProcessorKwargs(TypedDict, total=False):
@@ -112,7 +74,7 @@ def make_video_list(videos) -> list:
     a 5-D array or tensor is a batch. Lists of per-sample lists (what `apply_chat_template(tokenize=True)` passes)
     are flattened in order.
     """
-    if _is_single_video(videos):
+    if is_single_video(videos):
         return [videos]
     if isinstance(videos, (np.ndarray, torch.Tensor)) and videos.ndim == 5:  # [B, T, ...]
         return list(videos)
@@ -122,17 +84,9 @@ def make_video_list(videos) -> list:
         raise ValueError("videos is an empty list; pass at least one video")
     flat = []
     for video in videos:
-        nested = isinstance(video, (list, tuple)) and not _is_single_video(video)
+        nested = isinstance(video, (list, tuple)) and not is_single_video(video)
         flat.extend(video if nested else [video])
     return flat
-
-
-def _is_single_video(video) -> bool:
-    if isinstance(video, (str, os.PathLike, bytes, bytearray)):
-        return True
-    if isinstance(video, (list, tuple)):
-        return any(isinstance(frame, Image.Image) for frame in video)
-    return False
 
 
 def sample_frame_indices(
@@ -154,7 +108,7 @@ def sample_frame_indices(
     if total_frames < 1:
         raise ValueError(f"cannot sample from a video with {total_frames} frames")
     if fps is not None:
-        if not _is_rate(video_fps):
+        if not is_rate(video_fps):
             raise ValueError(f"sampling at fps={fps} needs the video's frame rate; got video_fps={video_fps!r}")
         # Frames at `fps` within the clip's duration, clamped before int() so that no rate can overflow it.
         count = max(1, int(min(total_frames * fps / video_fps + 1e-6, max_frames + 1)))
@@ -171,7 +125,7 @@ def check_sampling(num_frames, fps, max_frames) -> tuple[int | None, float | Non
     if num_frames is not None and fps is not None:
         raise ValueError("num_frames and fps are mutually exclusive; pass one of them")
     if fps is not None:
-        if not _is_rate(fps):
+        if not is_rate(fps):
             raise ValueError(f"fps={fps!r} is invalid; expected a finite number of frames per second above 0")
         return None, float(fps), max_frames
     if num_frames is None:
@@ -190,11 +144,6 @@ def positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name}={value!r} is invalid; expected a positive integer")
     return int(value)
-
-
-def _is_rate(value) -> bool:
-    """A frame rate: a finite real number above 0 (not a bool, NaN, inf or a string)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def square_side(size) -> int:
@@ -376,7 +325,10 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         `[T, 3, H, W]` with the shorter side at most `max_size`. The mixin's version decodes whole files with
         torchcodec (not a dependency) and samples arrays itself; here one reader per video decodes only the
         frames `sample_indices_fn(metadata=...)` picks, straight to the bounded size."""
-        read = [self._read(video, sample_indices_fn, video_fps, max_size) for video in make_video_list(videos)]
+        read = [
+            read_video(video, sample_indices_fn, video_fps, max_size, self.fetch_url)
+            for video in make_video_list(videos)
+        ]
         frames, metadata, timestamps = zip(*read, strict=True)
         return list(frames), list(metadata), list(timestamps)
 
@@ -388,7 +340,7 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         if isinstance(video_url_or_urls, list):
             frames, metadata, _ = self._decode_and_sample_videos(video_url_or_urls, sample_indices_fn)
             return frames, metadata
-        frames, metadata, _ = self._read(video_url_or_urls, sample_indices_fn, None, None)
+        frames, metadata, _ = read_video(video_url_or_urls, sample_indices_fn, None, None, self.fetch_url)
         return frames, metadata
 
     def load_frames(
@@ -413,35 +365,8 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         video_fps = check_video_fps(video_fps)
         if max_size is not None:
             max_size = positive_int("max_size", max_size)
-        frames, metadata, timestamps = self._read(video, sample, video_fps, max_size)
+        frames, metadata, timestamps = read_video(video, sample, video_fps, max_size, self.fetch_url)
         return frames, np.asarray(metadata.frames_indices, dtype=np.int64), timestamps
-
-    def _read(self, video, sample_indices_fn: Callable, video_fps: float | None, max_size: int | None):
-        """One video of any kind -> `(frames [T, 3, H', W'], VideoMetadata, timestamps [T])`."""
-        source = describe_source(video)
-        if isinstance(video, (str, os.PathLike)) and looks_like_url(str(video)):  # never read as a local path
-            return self._decode(io.BytesIO(self.fetch_url(str(video))), source, sample_indices_fn, max_size)
-        if isinstance(video, (str, os.PathLike)):
-            path = Path(video)
-            if not path.is_file():
-                raise VideoDecodeError(source, "no such file" if not path.exists() else "not a regular file")
-            return self._decode(str(path), source, sample_indices_fn, max_size)
-        if isinstance(video, (bytes, bytearray)):
-            return self._decode(io.BytesIO(bytes(video)), source, sample_indices_fn, max_size)
-        if isinstance(video, (list, tuple)) and _is_single_video(video):  # a list holding PIL images
-            width, height = next(image.size for image in video if isinstance(image, Image.Image))
-            metadata = video_metadata(len(video), video_fps, height, width, backend=None)
-            indices = sample_indices(sample_indices_fn, metadata)
-            return images_to_frames(video, indices, source, max_size), metadata, clock(indices, video_fps)
-        if isinstance(video, (np.ndarray, torch.Tensor)):
-            frames = array_to_frames(video, source)  # [N, 3, H, W], a view of the input
-            metadata = video_metadata(frames.shape[0], video_fps, *frames.shape[-2:], backend=None)
-            indices = sample_indices(sample_indices_fn, metadata)
-            frames = bound_frames(frames[torch.from_numpy(indices)], max_size)  # [T, 3, H', W'], still uint8
-            return frames, metadata, clock(indices, video_fps)
-        raise VideoDecodeError(
-            source, "unsupported input; expected a path, URL, bytes, an array/tensor [T, H, W, C] or a list of images"
-        )
 
     def fetch_url(self, url: str) -> bytes:
         """Download a video over http(s) within `url_timeout` seconds in all, however slowly the server sends, and
@@ -453,60 +378,6 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
             bound = f"; {setting}={getattr(self, setting)}" if setting else ""
             reason = f"download failed: {error.reason} ({error.detail}{bound})"
             raise VideoDecodeError(describe_source(url), reason) from error
-
-    def _decode(self, data, source: str, sample_indices_fn: Callable, max_size: int | None):
-        """Read only the sampled frames of a file or in-memory file, with the shorter side at most `max_size` when
-        given: with decord, and with PyAV where decord fails (see `pyav_decoding`); duplicates are decoded once."""
-        if isinstance(data, io.BytesIO):
-            refuse_text(data, source)
-        try:
-            return self._decode_with_decord(data, source, sample_indices_fn, max_size)
-        except VideoDecodeError as decord_error:
-            logger.debug("decord cannot read %s (%s); decoding with PyAV", source, decord_error.reason)
-            try:
-                return self._decode_with_pyav(data, source, sample_indices_fn, max_size)
-            except VideoDecodeError as pyav_error:
-                reason = f"{decord_error.reason}; PyAV: {pyav_error.reason}"
-                raise VideoDecodeError(source, reason) from decord_error
-
-    def _decode_with_decord(self, data, source: str, sample_indices_fn: Callable, max_size: int | None):
-        reader = open_reader(data, source)
-        metadata = video_metadata(len(reader), reader.get_avg_fps(), None, None, backend="decord")
-        unique, inverse = sample_file_frames(metadata, sample_indices_fn, source)
-        try:
-            timestamps = reader.get_frame_timestamp(unique.tolist())[:, 0]  # start of each frame, seconds
-        except (RuntimeError, IndexError, decord.DECORDError) as error:
-            reason = f"no frame timestamps, the file may be truncated ({decord_reason(error)})"
-            raise VideoDecodeError(source, reason) from error
-        if max_size is None:
-            frames = read_batch(reader, unique, source)  # [U, H, W, 3] uint8: one seek-batch
-            metadata.height, metadata.width = frames.shape[1:3]
-        else:
-            frames = read_batch(reader, unique[:1], source)  # decord tells the frame size only by decoding a frame
-            metadata.height, metadata.width = frames.shape[1:3]
-            shape = bounded_shape(*frames.shape[1:3], max(max_size, DECORD_MIN_SIDE))
-            if shape == frames.shape[1:3]:  # small enough: this reader reads the rest, the first frame decoded once
-                if len(unique) > 1:
-                    frames = np.concatenate([frames, read_batch(reader, unique[1:], source)])
-            else:  # decode straight to the bounded size, after letting the full-size reader and frame go
-                del reader, frames
-                frames = read_batch(open_reader(data, source, shape), unique, source)  # [U, H', W', 3]
-        return sampled_result(frames, inverse, timestamps, max_size, metadata)
-
-    def _decode_with_pyav(self, data, source: str, sample_indices_fn: Callable, max_size: int | None):
-        try:
-            with PyAVVideo(data) as video:
-                height, width = video.frame_size  # from the stream's header: PyAV can resize from the first frame
-                metadata = video_metadata(len(video), video.average_fps, height, width, backend="pyav")
-                unique, inverse = sample_file_frames(metadata, sample_indices_fn, source)
-                # decord's bound, so that a video gives frames of one size whichever backend decodes it
-                bound = None if max_size is None else max(max_size, DECORD_MIN_SIDE)
-                shape = bounded_shape(height, width, bound) if height and width else None
-                frames = video.read(unique, None if shape == (height, width) else shape)  # [U, H', W', 3] uint8
-                timestamps = video.timestamps(unique)
-        except PyAVError as error:
-            raise VideoDecodeError(source, str(error)) from error
-        return sampled_result(frames, inverse, timestamps, max_size, metadata)
 
     # --------------------------------------------------------------------------------- preprocessing (a hook)
     def _preprocess(
@@ -572,169 +443,6 @@ def batch_feature(data: dict[str, list], return_tensors: str | None) -> BatchFea
 
 def check_video_fps(video_fps) -> float | None:
     """The frame rate of arrays and images, checked: None or a finite number above 0."""
-    if video_fps is not None and not _is_rate(video_fps):
+    if video_fps is not None and not is_rate(video_fps):
         raise ValueError(f"video_fps={video_fps!r} is invalid; expected the frames' rate, a finite number above 0")
     return video_fps
-
-
-def video_metadata(total: int, fps, height: int | None, width: int | None, backend: str | None) -> VideoMetadata:
-    """transformers' description of a video before sampling; the decoder fills `frames_indices`."""
-    fps = float(fps) if fps is not None else None
-    duration = total / fps if _is_rate(fps) else None
-    return VideoMetadata(
-        total_num_frames=int(total), fps=fps, height=height or None, width=width or None, duration=duration,
-        video_backend=backend,
-    )  # fmt: skip
-
-
-def clock(indices: np.ndarray, video_fps: float | None) -> np.ndarray:
-    """Times in seconds `[T]` of frames that carry no clock of their own (arrays, images): NaN without a rate."""
-    return indices / video_fps if video_fps else np.full(len(indices), np.nan)
-
-
-def array_to_frames(video, source: str) -> torch.Tensor:
-    """A `[T, H, W, C]` or `[T, C, H, W]` array or tensor -> `[T, 3, H, W]` (`uint8`, or float in [0, 1])."""
-    frames = torch.from_numpy(np.ascontiguousarray(video)) if isinstance(video, np.ndarray) else video.detach().cpu()
-    if frames.ndim != 4:
-        raise VideoDecodeError(
-            source, f"expected 4 dimensions [T, H, W, C] or [T, C, H, W], got shape {tuple(frames.shape)}"
-        )
-    if frames.shape[0] == 0:
-        raise VideoDecodeError(source, "the video has no frames")
-    if frames.shape[-1] in (1, 3, 4):  # channels last, the decoders' layout, wins when both would fit
-        frames = frames.permute(0, 3, 1, 2)
-    elif frames.shape[1] not in (1, 3, 4):
-        raise VideoDecodeError(source, f"expected 1, 3 or 4 channels first or last, got shape {tuple(frames.shape)}")
-    check_frame_size(*frames.shape[-2:], source)
-    if frames.dtype != torch.uint8:
-        if not frames.is_floating_point():
-            raise VideoDecodeError(source, f"dtype {frames.dtype} is not supported; expected uint8 or float in [0, 1]")
-        if not torch.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
-            raise VideoDecodeError(source, "float frames must be finite and lie in [0, 1] (already normalised?)")
-    channels = frames.shape[1]
-    if channels == 1:  # grayscale
-        return frames.expand(-1, 3, -1, -1)
-    return frames[:, :3]  # RGB, or RGBA with its alpha dropped
-
-
-def images_to_frames(images, indices: np.ndarray, source: str, max_size: int | None) -> torch.Tensor:
-    """The images at `indices` of a list of PIL images -> uint8 `[T, 3, H, W]`; each is converted and downscaled to
-    `max_size` on its own, so no full-size stack of the sampled images is ever made."""
-    stray = next((i for i, image in enumerate(images) if not isinstance(image, Image.Image)), None)
-    if stray is not None:
-        raise VideoDecodeError(source, f"item {stray} is {type(images[stray]).__name__}, not a PIL image")
-    sizes = sorted({images[i].size for i in indices})  # (width, height): only the sampled images matter
-    if len(sizes) > 1:
-        raise VideoDecodeError(source, f"the images differ in size (width, height): {sizes}")
-    check_frame_size(sizes[0][1], sizes[0][0], source)
-    frames = [torch.from_numpy(np.array(images[i].convert("RGB"))).permute(2, 0, 1)[None] for i in indices]
-    return torch.cat([bound_frames(frame, max_size) for frame in frames])  # [T, 3, H', W']
-
-
-def sample_file_frames(metadata: VideoMetadata, sample_indices_fn: Callable, source: str):
-    """`(unique [U], inverse [T])` of a file's sampled frames, recorded in `metadata.frames_indices`: the distinct
-    ones to decode (sorted) and where each sampled frame is among them; a file's flaw is a `VideoDecodeError`."""
-    if metadata.total_num_frames < 1:
-        raise VideoDecodeError(source, "the video has no frames")
-    try:
-        indices = sample_indices(sample_indices_fn, metadata)
-    except ValueError as error:  # the arguments are checked already: what is left is the file's frame rate
-        raise VideoDecodeError(source, str(error)) from error
-    unique, inverse = np.unique(indices, return_inverse=True)
-    return unique, inverse
-
-
-def sample_indices(sample_indices_fn: Callable, metadata: VideoMetadata) -> np.ndarray:
-    """The indices `[T]` that `sample_indices_fn` (the mixin's signature: `metadata=`) picks, recorded in
-    `metadata.frames_indices`."""
-    indices = np.asarray(sample_indices_fn(metadata=metadata), dtype=np.int64)  # [T]
-    metadata.frames_indices = indices.tolist()
-    return indices
-
-
-def sampled_result(frames: np.ndarray, inverse, timestamps, max_size: int | None, metadata: VideoMetadata):
-    """Decoded distinct frames `[U, H, W, 3]` -> `(frames [T, 3, H', W'], metadata, timestamps [T])`."""
-    frames = torch.from_numpy(frames[inverse]).permute(0, 3, 1, 2)  # [T, 3, H, W]
-    return bound_frames(frames, max_size), metadata, np.asarray(timestamps)[inverse].astype(np.float64)
-
-
-def check_frame_size(height: int, width: int, source: str):
-    if height < 1 or width < 1:
-        raise VideoDecodeError(source, f"the frames are {width} pixels wide and {height} high; expected at least 1")
-
-
-def bounded_shape(height: int, width: int, max_size: int | None) -> tuple[int, int]:
-    """`(height, width)` scaled so that the shorter side is at most `max_size`, keeping the aspect ratio."""
-    if max_size is None or min(height, width) <= max_size:
-        return height, width
-    scale = max_size / min(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def bound_frames(frames: torch.Tensor, max_size: int | None) -> torch.Tensor:
-    """Frames `[T, 3, H, W]` downscaled so the shorter side is at most `max_size`, in their own dtype where torch can
-    (uint8 stays uint8: no 4x larger float copy of a full-size frame); bilinear with antialiasing."""
-    shape = bounded_shape(*frames.shape[-2:], max_size)
-    if shape == tuple(frames.shape[-2:]):
-        return frames
-    if frames.dtype not in (torch.uint8, torch.float32, torch.float64):  # torch cannot resize half floats on a CPU
-        frames = frames.float()
-    return F.interpolate(frames, size=shape, mode="bilinear", antialias=True, align_corners=False)
-
-
-def refuse_text(data: io.BytesIO, source: str):
-    """Raise `VideoDecodeError` for in-memory input that is empty or holds no zero byte early: text (an HTML error
-    page, a Git LFS pointer), which decord would copy whole into its error log (see `TEXT_PROBE_BYTES`)."""
-    with data.getbuffer() as view:
-        head = bytes(view[:TEXT_PROBE_BYTES])
-    if not head:
-        raise VideoDecodeError(source, "it is empty")
-    if b"\0" not in head:
-        raise VideoDecodeError(
-            source,
-            f"looks like text, not a video: its first {len(head)} bytes hold no zero byte, which every video "
-            f"container's header has (it starts with {head[:40]!r}); a raw .y4m stream has none either: pass it as a "
-            "path",
-        )
-
-
-def open_reader(data, source: str, shape: tuple[int, int] | None = None) -> decord.VideoReader:
-    """A decord reader of a path or an in-memory file, resizing to `shape` `(height, width)` as it decodes."""
-    height, width = shape or (-1, -1)
-    if isinstance(data, io.BytesIO):
-        data.seek(0)  # decord reads the buffer from where it stands, at each opening
-    try:
-        return decord.VideoReader(data, ctx=decord.cpu(0), width=width, height=height)
-    except (RuntimeError, decord.DECORDError) as error:
-        raise VideoDecodeError(source, f"not a readable video ({decord_reason(error)})") from error
-
-
-def read_batch(reader: decord.VideoReader, indices: np.ndarray, source: str) -> np.ndarray:
-    """Frames `[U, H, W, 3]` uint8 at `indices` (sorted, distinct), seeking to each from its keyframe."""
-    try:
-        frames = reader.get_batch(indices.tolist()).asnumpy()
-    except (RuntimeError, IndexError, decord.DECORDError) as error:
-        reason = f"decoding failed, the file may be truncated ({decord_reason(error)})"
-        raise VideoDecodeError(source, reason) from error
-    if frames.ndim != 4 or frames.shape[0] != len(indices) or frames.shape[-1] != 3:
-        raise VideoDecodeError(source, f"the decoder returned frames of shape {frames.shape} for {len(indices)} frames")
-    return frames
-
-
-def describe_source(video) -> str:
-    """A short name for a video in error messages (never its content)."""
-    if isinstance(video, (str, os.PathLike)):
-        return repr(str(video))
-    if isinstance(video, (bytes, bytearray)):
-        return f"<{len(video)} bytes>"
-    if isinstance(video, (np.ndarray, torch.Tensor)):
-        return f"<{type(video).__name__} of shape {tuple(video.shape)}, dtype {video.dtype}>"
-    if isinstance(video, (list, tuple)):
-        return f"<list of {len(video)} items>"
-    return f"<{type(video).__name__}>"
-
-
-def decord_reason(error: Exception) -> str:
-    """decord's messages start with a timestamp and a C++ source location and run over many lines: keep the gist."""
-    lines = [re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", line).strip() for line in str(error).splitlines()]
-    return next((line for line in lines if line), type(error).__name__)

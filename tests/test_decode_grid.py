@@ -11,8 +11,7 @@ import pytest
 import torch
 from test_video_processing import frame_codes, http_root, level, write_video  # noqa: F401 - http_root is a fixture
 
-from foveated_vlm import FoveatedVideoProcessor, VideoDecodeError
-from foveated_vlm import video_processing_foveated as video_processing
+from foveated_vlm import FoveatedVideoProcessor, VideoDecodeError, video_decoding
 from foveated_vlm.pyav_decoding import PyAVVideo
 
 # The widths decord 0.6.0 cannot copy out (`DECORDArrayCopyFromTo: The size must exactly match`), whatever the
@@ -93,7 +92,7 @@ def pyav_videos(monkeypatch):
                 self.decoded += 1
                 yield frame
 
-    monkeypatch.setattr(video_processing, "PyAVVideo", Recording)
+    monkeypatch.setattr(video_decoding, "PyAVVideo", Recording)
     return opened
 
 
@@ -164,8 +163,8 @@ def test_pyav_gives_decords_frames_where_both_work(tmp_path, container, codec, p
     tolerance = 1 if codec == "mpeg4" else 0
     for width, height in [(64, 36), (100, 50), (320, 180)]:
         path = str(write(tmp_path / f"clip.{container}", textured_frames(30, width, height), codec, pix_fmt, gop=6))
-        frames, metadata, timestamps = processor._decode_with_decord(path, "clip", processor.sample_frames, None)
-        pyav_frames, pyav_metadata, pyav_timestamps = processor._decode_with_pyav(
+        frames, metadata, timestamps = video_decoding.decode_with_decord(path, "clip", processor.sample_frames, None)
+        pyav_frames, pyav_metadata, pyav_timestamps = video_decoding.decode_with_pyav(
             path, "clip", processor.sample_frames, None
         )
         assert pyav_metadata.frames_indices == metadata.frames_indices == [0, 5, 10, 14, 19, 24, 29]
@@ -184,8 +183,8 @@ def test_pyav_resizes_as_decord_does(tmp_path, pix_fmt):
     path = str(write(tmp_path / "wide.mp4", textured_frames(3, 640, 360, smooth=True), "libx264", pix_fmt))
     processor = FoveatedVideoProcessor(num_frames=3)
     for max_size in (200, 64):  # decoded straight to 200 px; to 128 px, then downscaled (decord's lower bound)
-        frames, _, _ = processor._decode_with_decord(path, "wide", processor.sample_frames, max_size)
-        pyav_frames, _, _ = processor._decode_with_pyav(path, "wide", processor.sample_frames, max_size)
+        frames, _, _ = video_decoding.decode_with_decord(path, "wide", processor.sample_frames, max_size)
+        pyav_frames, _, _ = video_decoding.decode_with_pyav(path, "wide", processor.sample_frames, max_size)
         assert pyav_frames.shape == frames.shape == (3, 3, max_size, round(max_size * 16 / 9))
         difference = (pyav_frames.float() - frames.float()).abs()
         if pix_fmt == "yuv444p":

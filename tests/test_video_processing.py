@@ -4,6 +4,9 @@ import functools
 import http.server
 import re
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 
 import av
@@ -12,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import BLOCK_PACKAGE
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 from transformers.video_utils import VideoMetadata
 
@@ -291,6 +295,40 @@ def test_save_and_load(tmp_path, video30):
         assert type(loaded) is FoveatedVideoProcessor and loaded.to_dict() == processor.to_dict()
         torch.testing.assert_close(loaded(video30)["pixel_values_videos"], processor(video30)["pixel_values_videos"])
     assert FoveatedVideoProcessor.from_pretrained(tmp_path, num_frames=5).num_frames == 5
+
+
+FRESH_PROCESS = BLOCK_PACKAGE + textwrap.dedent(
+    """
+    import sys, torch
+    from transformers.models.auto.video_processing_auto import AutoVideoProcessor  # the top level wants torchvision
+
+    checkpoint, video, out_file = sys.argv[1:]
+    processor = AutoVideoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+    out = processor(video, return_metadata=True)
+    assert not any(m.split(".")[0] == "foveated_vlm" for m in sys.modules), "the package was imported"
+    result = {"pixels": out["pixel_values_videos"], "backend": out["video_metadata"][0].video_backend}
+    torch.save(result | {"module": type(processor).__module__}, out_file)
+    """
+)
+
+
+def test_saved_code_decodes_in_a_fresh_process(tmp_path, video30):
+    """The decoding modules travel with the saved video processor (transformers copies its relative imports), so a
+    process without the package decodes with the saved code alone, as the package does."""
+    processor = FoveatedVideoProcessor(size=40, num_frames=3)
+    processor.save_pretrained(tmp_path / "saved")
+    saved_code = {path.name for path in (tmp_path / "saved").glob("*.py")}
+    assert saved_code == {"video_processing_foveated.py", "video_decoding.py", "pyav_decoding.py", "download.py"}
+    subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "saved"), str(video30), str(tmp_path / "out.pt")],
+        check=True,
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
+        timeout=120,
+    )
+    result = torch.load(tmp_path / "out.pt")
+    assert result["module"].startswith("transformers_modules.") and result["backend"] == "decord"
+    torch.testing.assert_close(result["pixels"], processor(video30)["pixel_values_videos"], rtol=0, atol=0)
 
 
 def test_size_is_a_square_height_and_width_or_an_old_int(video30):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from foveated_vlm import FoveatedVLMConfig
-from foveated_vlm.training.presets import smollm2_gguf_path
+from foveated_vlm.training.model_building import smollm2_gguf_path
 
 VOCAB = 64
 VIDEO_START, FRAME, VIDEO_END = 61, 62, 63

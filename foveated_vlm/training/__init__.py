@@ -1,4 +1,4 @@
-"""Training above the core: arguments and presets, model building, the Trainer, the collator, fine-tuning helpers."""
+"""Training above the core: arguments and presets, model building, the run, the Trainer, the collator, fine-tuning."""
 
 from .data_collator import VideoTextCollator
 from .trainer import FoveatedTrainer
