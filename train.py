@@ -4,7 +4,9 @@
     python train.py --preset smollm2-offline          # real SmolLM2-135M-Instruct weights (offline GGUF), fresh ViT
     python train.py --preset synthetic --max_steps 50 --output_dir outputs/try   # any TrainingArguments flag
 
-A preset is a set of default flags; flags given on the command line win. The run writes to `--output_dir` a
+A preset is a set of default flags; flags given on the command line win. With `--vision_pretraining_steps N` a
+label-free stage comes first (the fresh ViT pretrained on the training frames, saved to
+`<output_dir>/vision_pretrained`), and the run trains from it. The run writes to `--output_dir` a
 checkpoint that `from_pretrained` loads (model with its code, and the processor), `metrics.json` with the
 held-out fine/coarse losses, their ratios and the fixation entropies, `log_history.json` (every logged step),
 `figures/` (where the static and the planned queries looked, frame by frame, PNG and GIF; the loss curves) and a
@@ -29,13 +31,15 @@ from transformers import set_seed
 
 from foveated_vlm.training.arguments import check_arguments, parse
 from foveated_vlm.training.model_building import build_model_and_processor
-from foveated_vlm.training.run import run_training
+from foveated_vlm.training.run import pretrain_vision_stage, run_training
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Parse (a preset's flags, then `argv`), check, build the model and processor, train; the metrics."""
     model_args, data_args, foveation_args, training_args = parse(sys.argv[1:] if argv is None else argv)
     check_arguments(model_args, data_args, foveation_args, training_args)
+    set_seed(training_args.seed)
+    model_args = pretrain_vision_stage(model_args, data_args, training_args)  # a stage first, when asked
     set_seed(training_args.seed)
     model, processor = build_model_and_processor(model_args, data_args)
     return run_training(model, processor, model_args, data_args, foveation_args, training_args)

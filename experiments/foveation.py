@@ -5,6 +5,10 @@
     python experiments/foveation.py --ablations none      # 3 seeds + control only
     python experiments/foveation.py --ablation_max_steps 400   # ablations shorter than the seeds' runs
     python experiments/foveation.py --max_steps 300 --seeds 0 --ablations temperature-1 random-queries   # a quick look
+    python experiments/foveation.py --preset clutter-emergent     # no fixation label: 3 seeds, control, ablations
+
+`--preset clutter-emergent` trains that preset's seeds and its own ablations (`EMERGENT_ABLATIONS`), each on
+`--ablation_seeds` (default 0 and 1; runs named `<ablation>-seed<N>`), into outputs/foveation_experiment-emergent.
 
 Runs go `--jobs` at a time (default 2, the machine's two cores), one thread each. A run shortened with `--max_steps`
 keeps the preset's share of curriculum clips (9000 of the 16 000 clips of 2000 steps at batch 8: 1125 steps), so it
@@ -30,7 +34,7 @@ sys.path.insert(0, ROOT)
 
 from foveated_vlm.training.presets import PRESETS  # noqa: E402
 
-# Each ablation changes one thing of the `clutter` preset (seed 0).
+# Each ablation changes one thing of the preset: `clutter` (supervised fixations; seed 0) ...
 ABLATIONS = {
     "temperature-1": ["--query_temperature", "1.0"],
     "top-k-4": ["--query_top_k", "4"],
@@ -48,6 +52,12 @@ ABLATIONS = {
     "no-fixation-loss": ["--fixation_loss_weight", "0"],  # the planned queries learn from the answers alone
     "fixation-released": ["--fixation_loss_steps", "1125"],  # supervised through the curriculum only
 }
+# ... or `clutter-emergent` (no fixation label anywhere), each on --ablation_seeds.
+EMERGENT_ABLATIONS = {
+    "no-vision-pretraining": ["--vision_pretraining_steps", "0"],  # the fresh ViT of the supervised preset
+    "random-queries": ["--fine_queries", "random"],  # the same pretrained ViT, queries nobody chose
+    "no-curriculum": ["--curriculum_clips", "0"],
+}
 COLUMNS = (
     ("steps", "steps", "{:d}"),
     ("caption_ratio", "caption ratio", "{:.3f}"),
@@ -61,7 +71,7 @@ COLUMNS = (
 )
 
 
-def run(name: str, preset: str, extra: list[str], args) -> dict:
+def run(name: str, preset: str, extra: list[str], ablation: bool, args) -> dict:
     """Train one run and evaluate it on the held-out stream; return its metrics (cached on disk)."""
     output = os.path.join(args.out, name)
     result = os.path.join(output, "evaluation.json")
@@ -70,7 +80,7 @@ def run(name: str, preset: str, extra: list[str], args) -> dict:
             return json.load(handle)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     train = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", preset, "--output_dir", output]
-    steps = args.ablation_max_steps if name in ABLATIONS and args.ablation_max_steps else args.max_steps
+    steps = args.ablation_max_steps if ablation and args.ablation_max_steps else args.max_steps
     train += ["--disable_tqdm", "True", "--eval_videos", "0"] + (shortened(preset, steps, extra) if steps else extra)
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, "train.log"), "w") as log:
@@ -134,9 +144,11 @@ def table(results: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="outputs/foveation_experiment")
+    parser.add_argument("--preset", default="clutter", choices=["clutter", "clutter-emergent"])
+    parser.add_argument("--out", default=None, help="default: outputs/foveation_experiment[-emergent]")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--ablations", nargs="+", default=["all"], help=f"'all', 'none' or from {sorted(ABLATIONS)}")
+    parser.add_argument("--ablations", nargs="+", default=["all"], help="'all', 'none' or names of the preset's")
+    parser.add_argument("--ablation_seeds", type=int, nargs="+", default=None, help="default: 0 (clutter), 0 1")
     parser.add_argument("--max_steps", type=int, default=None, help="override the presets' step counts")
     parser.add_argument("--ablation_max_steps", type=int, default=None, help="steps of the ablation runs alone")
     parser.add_argument("--eval_seed", type=int, default=1000)
@@ -144,16 +156,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--overwrite", action="store_true", help="retrain runs that already have results")
     args = parser.parse_args(argv)
-    names = sorted(ABLATIONS) if args.ablations == ["all"] else [] if args.ablations == ["none"] else args.ablations
-    unknown = set(names) - set(ABLATIONS)
+    emergent = args.preset == "clutter-emergent"
+    args.out = args.out or "outputs/foveation_experiment" + ("-emergent" if emergent else "")
+    ablations = EMERGENT_ABLATIONS if emergent else ABLATIONS
+    names = sorted(ablations) if args.ablations == ["all"] else [] if args.ablations == ["none"] else args.ablations
+    unknown = set(names) - set(ablations)
     if unknown:
-        parser.error(f"unknown ablations {sorted(unknown)}; expected from {sorted(ABLATIONS)}")
+        parser.error(f"unknown ablations {sorted(unknown)}; expected from {sorted(ablations)}")
+    ablation_seeds = args.ablation_seeds or ([0, 1] if emergent else [0])
 
-    jobs = {f"clutter-seed{seed}": ("clutter", ["--seed", str(seed)]) for seed in args.seeds}
-    jobs["global-control"] = ("global-control", [])
-    jobs.update({name: ("clutter", ABLATIONS[name]) for name in names})
+    jobs = {f"clutter-seed{seed}": (args.preset, ["--seed", str(seed)], False) for seed in args.seeds}
+    jobs["global-control"] = ("global-control", [], False)
+    for name in names:  # one seed keeps the plain name (the supervised table's rows); more are named by seed
+        for seed in ablation_seeds:
+            label = name if len(ablation_seeds) == 1 else f"{name}-seed{seed}"
+            jobs[label] = (args.preset, ablations[name] + ["--seed", str(seed)], True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {name: pool.submit(run, name, preset, extra, args) for name, (preset, extra) in jobs.items()}
+        futures = {name: pool.submit(run, name, *job, args) for name, job in jobs.items()}
         results = {name: future.result() for name, future in futures.items()}
 
     with open(os.path.join(args.out, "results.json"), "w") as handle:

@@ -101,6 +101,11 @@ class FoveatedVLMConfig(PreTrainedConfig):
             part has its own norm, the prompt part's over the B videos of a batch, so training needs B >= 2). The
             per-frame head still plans from the frames seen; the prompt part carries what the prompt asks for to
             every frame, where a frame's own hidden state holds the prompt only diluted among the frames it read.
+        static_query_base (`bool`, *optional*, defaults to `False`):
+            The planned queries are the static queries plus what the heads plan. With `query_norm="batch"` the
+            planned part has zero mean over the batch, so without a base no planned query can hold what every
+            query should share (on the clutter task, "look at an object", which the static query learns at once);
+            with it the heads learn only how a video's queries differ from the static ones.
 
     The foveation experiment's knobs (the random-query control, the contrastive and entropy-margin regularisers, the
     fixation loss) are not stored here: they change how a model is trained, not what a saved one computes, and are
@@ -154,6 +159,7 @@ class FoveatedVLMConfig(PreTrainedConfig):
     query_norm: str = "none"  # "batch": standardise planned queries over the batch (running statistics at inference)
     token_norm: str = "none"  # "batch": standardise each pass's frame tokens over the batch
     prompt_query: bool = False  # add a query planned from the <video_start> hidden state to every frame's query
+    static_query_base: bool = False  # planned queries = the static queries + what the heads plan (a shared base)
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):

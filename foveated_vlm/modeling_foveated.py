@@ -164,6 +164,23 @@ def fixation_entropy(fixations: torch.Tensor) -> torch.Tensor:
     return -(p * p.clamp_min(1e-12).log()).sum(-1)
 
 
+def load_vision_weights(vision_model: nn.Module, pretrained: nn.Module) -> None:
+    """Copy a pretrained ViT's weights into the encoder's `vision_model` (the same architecture, maybe another
+    frame size). Learned position embeddings (DINOv2) made for another patch grid are resized bicubically, as the
+    ViT itself does at run time, so the saved model holds the grid of its own frames."""
+    state = dict(pretrained.state_dict())
+    name = "embeddings.position_embeddings"
+    own = vision_model.state_dict().get(name)
+    if own is not None and name in state and state[name].shape != own.shape:
+        cls, grid = state[name][:, :1], state[name][:, 1:]  # [1, 1, D], [1, g*g, D]
+        side, new_side, dim = math.isqrt(grid.shape[1]), math.isqrt(own.shape[1] - 1), grid.shape[-1]
+        grid = grid.reshape(1, side, side, dim).permute(0, 3, 1, 2)  # [1, D, g, g]
+        grid = F.interpolate(grid.float(), size=(new_side, new_side), mode="bicubic", align_corners=False)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, new_side * new_side, dim).to(own.dtype)
+        state[name] = torch.cat([cls, grid], dim=1)  # [1, 1 + new_g*new_g, D]
+    vision_model.load_state_dict(state)
+
+
 def _standardise(values: torch.Tensor, norm: nn.BatchNorm1d | None) -> torch.Tensor:
     """Apply a batch norm (or nothing) to `[..., C]` values, with statistics over every leading position."""
     return values if norm is None else norm(values.flatten(0, -2)).view_as(values)
@@ -319,7 +336,10 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
                 )
             prompt = _standardise(self.prompt_query_head(prompt_hidden), self.prompt_query_norm)  # [B, 1 or -, K*qd]
             queries = (queries + prompt) / math.sqrt(2)  # two parts at std ~1: std ~1 while they are uncorrelated
-        return queries.unflatten(-1, (self.config.tokens_per_frame, self.config.query_dim))
+        queries = queries.unflatten(-1, (self.config.tokens_per_frame, self.config.query_dim))
+        if self.config.static_query_base:  # what every planned query shares (e.g. "look at an object") is learned
+            queries = queries + self.static_queries  # once, in the static queries; the heads plan the difference
+        return queries
 
     def run_language_model(self, token_embeds, frame_embeds, frame_mask, start_mask, mode, **lm_kwargs):
         """Merge frame embeddings and the pass's mode embedding into the text embeddings and run the LM."""
@@ -757,7 +777,7 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         )
 
         model = cls(config)
-        model.model.foveated_encoder.vision_model.load_state_dict(vision.state_dict())
+        load_vision_weights(model.model.foveated_encoder.vision_model, vision)
         model.model.language_model.load_state_dict(text.base_model.state_dict())
         if not config.tie_word_embeddings:
             model.lm_head.load_state_dict(text.get_output_embeddings().state_dict())

@@ -12,7 +12,13 @@ from tiny import tiny_batch, tiny_config, tiny_text_config
 from foveated_vlm import FoveatedVLMConfig, FoveatedVLMForConditionalGeneration
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-from long_stream import expected_cache_bytes_per_frame, lm_cache_bytes, tensor_bytes_outside, vit_kv_bytes  # noqa: E402
+from long_stream import (  # noqa: E402
+    expected_cache_bytes_per_frame,
+    lm_cache_bytes,
+    long_stream,
+    tensor_bytes_outside,
+    vit_kv_bytes,
+)
 
 FRAMES, PROMPT, MEASURED_AT = 200, 3, 50
 
@@ -92,3 +98,15 @@ def test_an_hour_at_one_frame_per_second_fits_the_default_context(k, fits):
     stream = FoveatedVLMForConditionalGeneration(config).eval().stream(input_ids=torch.ones(1, 16, dtype=torch.long))
     assert stream.max_frames == (limit - 16 - 1) // k
     assert (stream.max_frames >= 3600) is fits
+
+
+def test_the_long_stream_benchmark_measures_what_it_says():
+    """`benchmarks/long_stream.py` at tiny size: exact cache growth, flat memory, a checkpoint past the context
+    reported and not run."""
+    config = tiny_config(text_config=tiny_text_config(max_position_embeddings=40))  # 16 prompt tokens: 23 frames
+    results = long_stream(FoveatedVLMForConditionalGeneration(config).eval(), [5, 20, 30], 4, "fp32")
+    assert results["max_frames"] == 23 and "checkpoint 30 not run: the context holds 23 frames" in results["stopped"]
+    first, second = results["checkpoints"][5], results["checkpoints"][20]
+    assert list(results["checkpoints"]) == [5, 20] and second["positions"] == 16 + 1 + 20
+    assert first["lm_cache_bytes_per_frame"] == second["lm_cache_bytes_per_frame"] == 512
+    assert first["tensor_bytes_outside_lm_cache"] == second["tensor_bytes_outside_lm_cache"]

@@ -46,6 +46,9 @@ class ModelArguments:
     prompt_query: bool = field(
         default=False, metadata={"help": "add a query planned from the prompt (<video_start>) to every frame's query"}
     )
+    static_query_base: bool = field(
+        default=False, metadata={"help": "planned queries are the static queries plus what the heads plan"}
+    )
     vision_initializer_range: float = field(
         default=0.02, metadata={"help": "std of a fresh ViT's weights; larger gives its attention logits room"}
     )
@@ -56,6 +59,15 @@ class ModelArguments:
     vision_type: str = field(
         default="dinov3_vit", metadata={"help": "fresh ViT layout: dinov3_vit (RoPE) or dinov2 (learned positions)"}
     )
+    vision_pretraining_steps: int = field(
+        default=0,
+        metadata={
+            "help": "first pretrain the fresh ViT this many steps by masked-patch prediction on the training frames "
+            "(no labels), save it to <output_dir>/vision_pretrained and train from it; 0: off"
+        },
+    )
+    vision_pretraining_mask_ratio: float = 0.5
+    vision_pretraining_learning_rate: float = 1e-3
     freeze_vision: bool = False
     freeze_language_model: bool = False
     lora_rank: int = field(default=0, metadata={"help": "LoRA rank on the language model; 0 trains it fully"})
@@ -149,6 +161,13 @@ def check_arguments(
         )
     if foveation_args.fixation_loss_steps and not foveation_args.fixation_loss_weight:
         raise SystemExit(f"--fixation_loss_steps {foveation_args.fixation_loss_steps} ends a fixation loss that is off")
+    if model_args.vision_pretraining_steps < 0:
+        raise SystemExit(f"--vision_pretraining_steps {model_args.vision_pretraining_steps} must be >= 0 (0: off)")
+    if model_args.vision_pretraining_steps and (model_args.vision_model or model_args.vision_type != "dinov2"):
+        raise SystemExit(
+            "--vision_pretraining_steps pretrains a fresh DINOv2 ViT: it needs --vision_type dinov2 and no "
+            f"--vision_model (got --vision_type {model_args.vision_type}, --vision_model {model_args.vision_model})"
+        )
     if data_args.curriculum_clips < 0:
         raise SystemExit(f"--curriculum_clips {data_args.curriculum_clips} must be >= 0 (0: no curriculum)")
     clips = training_args.max_steps * training_args.per_device_train_batch_size

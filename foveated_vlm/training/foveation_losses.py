@@ -2,8 +2,9 @@
 
 The core model computes what a saved model computes: its contract loss (reconstruction and caption, both passes).
 What only the experiment turns lives here and never in a saved config: the seeds' two regularisers, the supervised
-fixation loss with its schedule, and the random-query control (the fine pass reads every frame with fresh std-1
-queries instead of the planned ones, so any fine/coarse gap it shows is not from choosing). `FoveatedTrainer`
+fixation loss with its schedule, the glimpse search (no labels: the planned queries are pulled towards the
+perturbed ones that answered best), and the random-query control (the fine pass reads every frame with fresh
+std-1 queries instead of the planned ones, so any fine/coarse gap it shows is not from choosing). `FoveatedTrainer`
 takes a `FoveationLosses` and adds its terms to the model's loss; train.py builds it from its foveation flags.
 """
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..encoder_foveated import VisionKVCache
 from ..modeling_foveated import fixation_entropy, target_share
 
 __all__ = [
@@ -19,7 +21,9 @@ __all__ = [
     "FoveationLosses",
     "contrastive_loss",
     "entropy_margin_loss",
+    "best_glimpses",
     "fixation_loss",
+    "glimpse_search_loss",
     "random_fine_queries",
 ]
 
@@ -53,6 +57,59 @@ def fixation_loss(fixations: torch.Tensor, fixation_targets: torch.Tensor) -> to
     return -target_share(fixations, fixation_targets).clamp_min(1e-6).log().mean()
 
 
+def glimpse_search_loss(queries: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance of the planned fine queries `[B, T, K, qd]` to the best-answering ones (detached): 0
+    where the planned queries answered best. It moves the query heads and the language model that plans, never
+    the ViT: pulling fixation maps instead also trains the shared keys, which then collapsed every map (coarse
+    too) onto the same few patches (docs/foveation_experiment.md)."""
+    return F.mse_loss(queries.float(), best.float())
+
+
+@torch.no_grad()
+def best_glimpses(
+    model, inputs: dict, planned: torch.Tensor, candidates: int, noise: float, temperature: float | None = None
+) -> torch.Tensor:
+    """The fine queries `[B, T, K, qd]` that answer each video best among its planned queries `planned` and
+    `candidates` perturbations of them (`noise` std added to every query).
+
+    One forward of the model (no gradient) over the batch repeated `1 + candidates` times, on one patch pass; "best"
+    is the lowest caption cross-entropy of that video, the task's own loss: nothing says where anything is. Where
+    the planned queries answer best, they are the target. `temperature`: the candidates read with this
+    query temperature instead of the model's (lower: sharper glimpses that differ from each other, where the
+    planned maps are still near flat).
+    """
+    batch, copies = planned.shape[0], 1 + candidates
+    queries = planned.detach().repeat(copies, 1, 1, 1)  # [copies*B, T, K, qd], copy-major
+    queries[batch:] += noise * torch.randn_like(queries[batch:])
+    repeated = {
+        name: value.repeat(copies, *[1] * (value.dim() - 1))
+        for name, value in inputs.items()
+        if name in ("input_ids", "attention_mask", "pixel_values_videos")
+    }
+    cache = model.model.encode_video(inputs["pixel_values_videos"])  # [B*T] frames -> copy-major [copies*B*T]
+    cache = VisionKVCache(
+        [k.repeat(copies, 1, 1, 1) for k in cache.keys],
+        [v.repeat(copies, 1, 1, 1) for v in cache.values],
+        cache.num_prefix_tokens,
+        cache.grid,
+    )
+    encoder = model.model.foveated_encoder
+    own_temperature = encoder.query_temperature
+    encoder.query_temperature = temperature or own_temperature
+    try:
+        outputs = model.model(**repeated, vision_cache=cache, fine_queries=queries)
+    finally:
+        encoder.query_temperature = own_temperature
+    labels = inputs["labels"].repeat(copies, 1)[:, 1:]  # [copies*B, L-1]: the token each position predicts
+    supervised = labels != -100
+    logits = model.lm_head(outputs.last_hidden_state[:, :-1][supervised])  # [M, vocab]
+    token_loss = torch.zeros(supervised.shape, device=logits.device)
+    token_loss[supervised] = F.cross_entropy(logits.float(), labels[supervised], reduction="none")
+    video_loss = token_loss.sum(-1) / supervised.sum(-1).clamp_min(1)  # [copies*B]
+    best = video_loss.view(copies, batch).argmin(0)  # [B]: which copy answered each video best
+    return queries.view(copies, *planned.shape)[best, torch.arange(batch, device=best.device)]  # [B, T, K, qd]
+
+
 def random_fine_queries(config, pixel_values_videos: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Fresh std-1 queries `[B, T, K, query_dim]` for the videos `[B, T, 3, H, W]`: the random-query control's
     `fine_queries=` (std 1, like the static queries and the planned ones)."""
@@ -69,7 +126,10 @@ class FoveationLosses:
     `entropy_margin_loss` with `entropy_margin` nats). fixation_loss_weight: weight of `fixation_loss` on batches
     that carry `fixation_targets` (generated clutter clips), a supervised start for the planned queries, which
     otherwise get no signal to single out the named object; training only. fixation_loss_steps: supervise for that
-    many optimizer steps, then release the queries; 0: throughout. fine_queries: "random" is the control.
+    many optimizer steps, then release the queries; 0: throughout. glimpse_search: perturbed fine queries tried
+    per video on each training step (`best_glimpses`, with `glimpse_noise` and `glimpse_temperature`); the planned
+    queries are pulled towards the best answer's (`glimpse_search_loss` at `glimpse_search_weight`); no label is
+    read. fine_queries: "random" is the control.
     """
 
     fine_queries: str = field(default="predicted", metadata={"help": "'random': the random-query control"})
@@ -82,6 +142,15 @@ class FoveationLosses:
     fixation_loss_steps: int = field(
         default=0, metadata={"help": "end the fixation loss after this many steps (queries released); 0: never"}
     )
+    glimpse_search: int = field(
+        default=0,
+        metadata={"help": "perturbed fine queries tried per video each step; the best answer's fixations teach"},
+    )
+    glimpse_noise: float = field(default=1.0, metadata={"help": "std of the glimpse search's perturbations"})
+    glimpse_search_weight: float = field(default=1.0, metadata={"help": "weight of the glimpse search loss"})
+    glimpse_temperature: float | None = field(
+        default=None, metadata={"help": "query temperature of the searched glimpses (default: the model's)"}
+    )
 
     def __post_init__(self):
         # Messages name the train.py flags: this dataclass is their argument group.
@@ -92,6 +161,13 @@ class FoveationLosses:
                 raise ValueError(f"--{name} {getattr(self, name)!r} is invalid; expected a number >= 0")
         if not isinstance(self.fixation_loss_steps, int) or self.fixation_loss_steps < 0:
             raise ValueError(f"--fixation_loss_steps {self.fixation_loss_steps!r} must be >= 0 (0: never stop)")
+        if not isinstance(self.glimpse_search, int) or self.glimpse_search < 0:
+            raise ValueError(f"--glimpse_search {self.glimpse_search!r} must be an integer >= 0 (0: off)")
+        for name in ("glimpse_noise", "glimpse_search_weight"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} {getattr(self, name)!r} is invalid; expected a number > 0")
+        if self.glimpse_temperature is not None and not self.glimpse_temperature > 0:
+            raise ValueError(f"--glimpse_temperature {self.glimpse_temperature!r} is invalid; expected a number > 0")
 
     @property
     def random_queries(self) -> bool:
@@ -108,7 +184,9 @@ class FoveationLosses:
             return None
         return random_fine_queries(config, pixel_values_videos, dtype)
 
-    def terms(self, outputs, fixation_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def terms(
+        self, outputs, fixation_targets: torch.Tensor | None = None, glimpse_targets: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """The terms that are on, by the name they are logged under, from a forward's outputs (which need the
         fixations, `output_attentions=True`, for the entropy margin and the fixation loss). `fixation_targets`
         `[B, T, gh, gw]`: pass them only on the steps the fixation loss supervises."""
@@ -129,6 +207,8 @@ class FoveationLosses:
                     f"pixel_values_videos); got {list(fixation_targets.shape)}"
                 )
             terms["fixation_loss"] = fixation_loss(outputs.fixations_fine, fixation_targets)
+        if glimpse_targets is not None:
+            terms["glimpse_search_loss"] = glimpse_search_loss(outputs.queries, glimpse_targets)
         return terms
 
     def weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor | int:
@@ -137,5 +217,6 @@ class FoveationLosses:
             "contrastive_loss": self.contrastive_loss_weight,
             "entropy_margin_loss": self.entropy_margin_loss_weight,
             "fixation_loss": self.fixation_loss_weight,
+            "glimpse_search_loss": self.glimpse_search_weight,
         }
         return sum(weights[name] * term for name, term in terms.items())

