@@ -101,6 +101,12 @@ class FoveatedVLMConfig(PreTrainedConfig):
             part has its own norm, the prompt part's over the B videos of a batch, so training needs B >= 2). The
             per-frame head still plans from the frames seen; the prompt part carries what the prompt asks for to
             every frame, where a frame's own hidden state holds the prompt only diluted among the frames it read.
+        glimpse_location (`bool`, *optional*, defaults to `False`):
+            Each frame token's language-model embedding also gets a learned projection of where its glimpse looked:
+            the centroid (x, y in [-1, 1]) of its fixation map (the last ViT layer's attention over patches). A
+            token then says *where* without the patch values having to carry position, and the answer's gradient
+            reaches the query through the centroid, which moves with the attention even while it is near flat
+            (a glimpse's "where" beside its "what", as in recurrent attention models).
         static_query_base (`bool`, *optional*, defaults to `False`):
             The planned queries are the static queries plus what the heads plan. With `query_norm="batch"` the
             planned part has zero mean over the batch, so without a base no planned query can hold what every
@@ -160,6 +166,7 @@ class FoveatedVLMConfig(PreTrainedConfig):
     token_norm: str = "none"  # "batch": standardise each pass's frame tokens over the batch
     prompt_query: bool = False  # add a query planned from the <video_start> hidden state to every frame's query
     static_query_base: bool = False  # planned queries = the static queries + what the heads plan (a shared base)
+    glimpse_location: bool = False  # each frame token also says where its glimpse looked (its fixation's centroid)
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):

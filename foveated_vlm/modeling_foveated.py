@@ -181,6 +181,16 @@ def load_vision_weights(vision_model: nn.Module, pretrained: nn.Module) -> None:
     vision_model.load_state_dict(state)
 
 
+def fixation_centroid(fixations: torch.Tensor) -> torch.Tensor:
+    """Fixation maps `[..., gh, gw]` (each summing to 1) -> where they look, `[..., 2]` (x, y), each in [-1, 1]."""
+    gh, gw = fixations.shape[-2:]
+    ys = torch.linspace(-1, 1, gh, device=fixations.device, dtype=fixations.dtype)
+    xs = torch.linspace(-1, 1, gw, device=fixations.device, dtype=fixations.dtype)
+    x = (fixations.sum(-2) * xs).sum(-1)  # [...]: the column marginal's mean
+    y = (fixations.sum(-1) * ys).sum(-1)  # [...]: the row marginal's mean
+    return torch.stack([x, y], dim=-1)
+
+
 def _standardise(values: torch.Tensor, norm: nn.BatchNorm1d | None) -> torch.Tensor:
     """Apply a batch norm (or nothing) to `[..., C]` values, with statistics over every leading position."""
     return values if norm is None else norm(values.flatten(0, -2)).view_as(values)
@@ -247,6 +257,11 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
             self.prompt_query_head.init_std = text_width**-0.5
             if config.query_norm == "batch":
                 self.prompt_query_norm = nn.BatchNorm1d(k * config.query_dim, affine=False)
+        # Optional: where each glimpse looked (its fixation's centroid, [x, y]) -> added to its token's embedding.
+        self.location_proj = None
+        if config.glimpse_location:
+            self.location_proj = nn.Linear(2, text_width)
+            self.location_proj.init_std = 1.0  # a centroid in [-1, 1] -> an embedding on the tokens' scale
         # Optional: standardise each pass's frame tokens over the batch (running statistics at inference).
         self.token_norms = None
         if config.token_norm == "batch":
@@ -303,18 +318,26 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
             plan_index=plan_positions[..., None].expand(-1, -1, config.text_config.hidden_size),  # [B, T, D]
         )
 
-    def embed_frame_tokens(self, tokens: torch.Tensor, mode: int) -> torch.Tensor:
-        """Vision tokens `[..., D_vision]` of one pass -> language-model embeddings `[..., D_text]`."""
-        embeds = self.vision_to_text(tokens)
-        return _standardise(embeds, None if self.token_norms is None else self.token_norms[mode])
+    def embed_frame_tokens(self, tokens: torch.Tensor, mode: int, fixations: torch.Tensor | None = None):
+        """Vision tokens `[N, K, D_vision]` of one pass -> language-model embeddings `[N, K, D_text]`; with
+        `glimpse_location`, plus where each glimpse looked, from its fixation map `[N, K, gh, gw]`."""
+        embeds = _standardise(self.vision_to_text(tokens), None if self.token_norms is None else self.token_norms[mode])
+        if self.location_proj is not None:
+            if fixations is None:
+                raise ValueError("glimpse_location=True embeds where each glimpse looked: pass its fixations")
+            embeds = embeds + self.location_proj(fixation_centroid(fixations).to(embeds.dtype))
+        return embeds
 
     def extract_tokens(self, queries: torch.Tensor, cache: VisionKVCache, output_attentions: bool, mode: int):
         """Queries `[B, T, K, qd]` -> vision tokens `[B, T*K, D_vision]`, their language-model embeddings
         `[B, T*K, D_text]` and fixations `[B, T, K, gh, gw]` (None unless `output_attentions`)."""
         batch, frames = queries.shape[:2]
-        result = self.foveated_encoder.query(queries.flatten(0, 1), cache, return_fixations=output_attentions)
-        tokens, fixations = result if output_attentions else (result, None)  # tokens [B*T, K, D_vision]
-        embeds = self.embed_frame_tokens(tokens, mode).reshape(batch, -1, self.config.text_config.hidden_size)
+        need_fixations = output_attentions or self.location_proj is not None  # located tokens read them
+        result = self.foveated_encoder.query(queries.flatten(0, 1), cache, return_fixations=need_fixations)
+        tokens, fixations = result if need_fixations else (result, None)  # tokens [B*T, K, D_vision]
+        embeds = self.embed_frame_tokens(tokens, mode, fixations)  # [B*T, K, D_text]
+        embeds = embeds.reshape(batch, -1, self.config.text_config.hidden_size)
+        fixations = fixations if output_attentions else None
         if fixations is not None:
             fixations = fixations.unflatten(0, (batch, frames))  # [B, T, K, gh, gw]
         return tokens.reshape(batch, -1, tokens.shape[-1]), embeds, fixations

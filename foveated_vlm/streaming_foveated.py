@@ -218,7 +218,8 @@ class FoveatedStream:
         # one call as 2K glimpses: the cache is used once and the ViT weights are read once.
         both = torch.cat([static, query.to(static.dtype)], dim=1)  # [B, 2K, qd]
         z, fixations = base.foveated_encoder.query(both, cache, return_fixations=True)  # [B, 2K, D_v], [B, 2K, gh, gw]
-        coarse, fine = base.embed_frame_tokens(z[:, :k], base.COARSE), base.embed_frame_tokens(z[:, k:], base.FINE)
+        coarse = base.embed_frame_tokens(z[:, :k], base.COARSE, fixations[:, :k])
+        fine = base.embed_frame_tokens(z[:, k:], base.FINE, fixations[:, k:])
         tokens = torch.cat([coarse, fine])  # [2B, K, D]: coarse rows, then fine rows
         timings["queries"] = time.perf_counter() - begin
 

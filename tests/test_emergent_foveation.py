@@ -1,6 +1,7 @@
 """The parts of the label-free foveation experiment (docs/foveation_experiment.md, "Without labels"): planned queries
-on the static queries as their base, and the glimpse search that pulls the planned queries towards the perturbed
-ones that answered best; the experiment script's emergent jobs."""
+on the static queries as their base, tokens that say where their glimpse looked, the glimpse search that pulls the
+planned queries towards the perturbed ones that answered best; the experiment script's emergent jobs and the key
+probe."""
 
 import os
 import sys
@@ -10,6 +11,7 @@ import torch
 from tiny import tiny_batch, tiny_config
 
 from foveated_vlm import FoveatedVLMForConditionalGeneration
+from foveated_vlm.modeling_foveated import fixation_centroid
 from foveated_vlm.training.foveation_losses import FoveationLosses, best_glimpses, glimpse_search_loss
 from foveated_vlm.training.trainer import FoveatedTrainer
 
@@ -29,8 +31,34 @@ def test_static_query_base_adds_the_static_queries_to_what_is_planned():
     torch.testing.assert_close(based.model.plan_queries(hidden, hidden[:, :1]), expected)
 
 
-def test_the_stream_plans_the_same_based_queries_as_the_parallel_forward():
-    config = tiny_config(prompt_query=True, static_query_base=True)
+def test_a_fixations_centroid_is_where_it_looks():
+    maps = torch.zeros(3, 4, 4)
+    maps[0, 0, 0] = 1  # top left
+    maps[1, 3, 1] = maps[1, 3, 2] = 0.5  # bottom row, between the two middle columns
+    maps[2] = 1 / 16  # flat
+    torch.testing.assert_close(fixation_centroid(maps), torch.tensor([[-1.0, -1.0], [0.0, 1.0], [0.0, 0.0]]))
+
+
+def test_located_tokens_carry_where_the_glimpse_looked_and_pass_it_the_gradient():
+    torch.manual_seed(0)
+    config = tiny_config(glimpse_location=True)
+    model = FoveatedVLMForConditionalGeneration(config)
+    tokens = torch.randn(2, 1, config.vision_config.hidden_size)
+    left, right = torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    left[..., 0], right[..., 3] = 0.25, 0.25  # the same token, looked at from the left or the right column
+    base = model.model
+    shift = base.embed_frame_tokens(tokens, base.FINE, right) - base.embed_frame_tokens(tokens, base.FINE, left)
+    torch.testing.assert_close(shift, (2 * base.location_proj.weight[:, 0]).expand_as(shift))  # x: -1 -> 1
+    with pytest.raises(ValueError, match="pass its fixations"):
+        base.embed_frame_tokens(tokens, base.FINE)
+    inputs = tiny_batch(config, batch=2, frames=2)
+    model(**inputs).caption_loss_fine.backward()
+    assert base.location_proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("options", [{"static_query_base": True}, {"glimpse_location": True}])
+def test_the_stream_equals_the_parallel_forward_with(options):
+    config = tiny_config(prompt_query=True, **options)
     model = FoveatedVLMForConditionalGeneration(config).eval()
     inputs = tiny_batch(config, batch=2, frames=3)
     ids = inputs["input_ids"][:, :-4]
@@ -40,6 +68,8 @@ def test_the_stream_plans_the_same_based_queries_as_the_parallel_forward():
     for t in range(3):
         step = stream.push(inputs["pixel_values_videos"][:, t])
         torch.testing.assert_close(step.query, parallel.queries[:, t], rtol=0, atol=1e-4)
+        if t + 1 < 3:  # planned from what the located tokens told the language model
+            torch.testing.assert_close(step.next_query, parallel.queries[:, t + 1], rtol=0, atol=1e-4)
 
 
 def per_video_caption_loss(model, inputs, queries):

@@ -19,8 +19,14 @@ from foveated_vlm import FoveatedVLMForConditionalGeneration
 
 # The architectural options that add parameters and buffers: a prompt query head and batch norms on the queries
 # and on the frame tokens (running statistics that save/load and the attention paths must carry exactly), with the
-# planned queries on the static queries as their base.
-PROMPT_QUERY_AND_NORMS = {"prompt_query": True, "query_norm": "batch", "token_norm": "batch", "static_query_base": True}
+# planned queries on the static queries as their base and tokens that embed where their glimpse looked.
+PROMPT_QUERY_AND_NORMS = {
+    "prompt_query": True,
+    "query_norm": "batch",
+    "token_norm": "batch",
+    "static_query_base": True,
+    "glimpse_location": True,
+}
 COMMON_INPUTS = ("input_ids", "attention_mask", "pixel_values_videos")
 LOSSES = ("loss_fine", "loss_coarse", "caption_loss_fine", "caption_loss_coarse")
 NEVER = [VIDEO_START, FRAME, VIDEO_END]  # generated text stays free of video tokens

@@ -46,6 +46,9 @@ class ModelArguments:
     prompt_query: bool = field(
         default=False, metadata={"help": "add a query planned from the prompt (<video_start>) to every frame's query"}
     )
+    glimpse_location: bool = field(
+        default=False, metadata={"help": "each frame token also embeds where its glimpse looked (fixation centroid)"}
+    )
     static_query_base: bool = field(
         default=False, metadata={"help": "planned queries are the static queries plus what the heads plan"}
     )

@@ -122,6 +122,7 @@ def build_model_and_processor(
         "token_norm": model_args.token_norm,
         "prompt_query": model_args.prompt_query,
         "static_query_base": model_args.static_query_base,
+        "glimpse_location": model_args.glimpse_location,
     }
     if model_args.text_model == "config":
         if model_args.vision_model:  # a pretrained ViT (its own sizes and positions) beside a fresh language model

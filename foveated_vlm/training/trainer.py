@@ -186,8 +186,8 @@ class FoveatedTrainer(Trainer):
         outputs = model(**inputs, output_attentions=True, logits_to_keep=1)
         glimpse_targets = None
         if model.training and foveation.glimpse_search and "labels" in inputs:
-            glimpse_targets = best_glimpses(
-                model,
+            glimpse_targets = best_glimpses(  # no gradient: the plain model, not a DDP/FSDP wrapper's forward
+                self.accelerator.unwrap_model(model),
                 inputs,
                 outputs.queries,
                 foveation.glimpse_search,
