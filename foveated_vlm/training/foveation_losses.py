@@ -59,9 +59,9 @@ def fixation_loss(fixations: torch.Tensor, fixation_targets: torch.Tensor) -> to
 
 def glimpse_search_loss(queries: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
     """Mean squared distance of the planned fine queries `[B, T, K, qd]` to the best-answering ones (detached): 0
-    where the planned queries answered best. It moves the query heads and the language model that plans, never
-    the ViT: pulling fixation maps instead also trains the shared keys, which then collapsed every map (coarse
-    too) onto the same few patches (docs/foveation_experiment.md)."""
+    where the planned queries answered best. It moves the query heads and the language model that plans (and, with
+    `static_query_base`, the static queries), never the ViT: pulling fixation maps instead also trains the shared
+    keys, which then collapsed every map (coarse too) onto the same few patches (docs/foveation_experiment.md)."""
     return F.mse_loss(queries.float(), best.float())
 
 
