@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 
 from foveated_vlm.data.pipeline import build_dataset  # noqa: E402
 from foveated_vlm.training.arguments import parse  # noqa: E402
-from foveated_vlm.training.model_building import fresh_vision_config  # noqa: E402
+from foveated_vlm.training.model_building import fresh_vision_config, init_position_embeddings  # noqa: E402
 from foveated_vlm.video_processing_foveated import FoveatedVideoProcessor  # noqa: E402
 
 
@@ -81,8 +81,7 @@ def main(argv=None) -> dict:
         model_args, data_args, _, _ = parse(["--preset", "clutter-emergent"])
         vision = AutoModel.from_config(AutoConfig.for_model(**fresh_vision_config(model_args, data_args)))
         if args.vision_position_init_std is not None:
-            with torch.no_grad():
-                vision.embeddings.position_embeddings.normal_(mean=0.0, std=args.vision_position_init_std)
+            init_position_embeddings(vision, args.vision_position_init_std)
     else:
         vision = AutoModel.from_pretrained(args.vision_model)
     size, frames = vision.config.image_size, 8

@@ -144,7 +144,7 @@ class FoveationLosses:
     )
     glimpse_search: int = field(
         default=0,
-        metadata={"help": "perturbed fine queries tried per video each step; the best answer's fixations teach"},
+        metadata={"help": "perturbed fine queries tried per video each step; planned ones pulled to the best"},
     )
     glimpse_noise: float = field(default=1.0, metadata={"help": "std of the glimpse search's perturbations"})
     glimpse_search_weight: float = field(default=1.0, metadata={"help": "weight of the glimpse search loss"})

@@ -56,19 +56,19 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def init_position_embeddings(model, std: float):
-    """Redraw a fresh DINOv2-style ViT's learned position embeddings at `std`.
+def init_position_embeddings(vision_model, std: float):
+    """Redraw a fresh DINOv2-style ViT's (`vision_model`'s) learned position embeddings at `std`.
 
     With positions small beside the patches' content, every query's attention starts by content alone, in a random
     direction, and a token pooled that way keeps no trace of where anything is (a linear probe reads the quadrant of
     a lone object from the static query's token at chance; experiments/token_probe.py). Positions that dominate
     the keys make each attention head start as a spatial glimpse, whose token says what lies there.
     """
-    embeddings = model.foveated_encoder.vision_model.embeddings
+    embeddings = vision_model.embeddings
     if not hasattr(embeddings, "position_embeddings"):
         raise ValueError(
             f"--vision_position_init_std needs learned position embeddings (--vision_type dinov2); "
-            f"{model.config.vision_config.model_type} has none"
+            f"{vision_model.config.model_type} has none"
         )
     with torch.no_grad():
         embeddings.position_embeddings.normal_(mean=0.0, std=std)
@@ -155,7 +155,7 @@ def build_model_and_processor(
             vision, path, frame_size=data_args.frame_size, **kwargs, **foveated
         )
     if model_args.vision_position_init_std is not None:
-        init_position_embeddings(model, model_args.vision_position_init_std)
+        init_position_embeddings(model.model.foveated_encoder.vision_model, model_args.vision_position_init_std)
     processor = FoveatedVLMProcessor.from_tokenizer(tokenizer, config=model.config, num_frames=data_args.num_frames)
     processor.check_model_config(model.config)
     return model, processor

@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModel, Trainer, TrainingArguments
 
 from ..video_processing_foveated import FoveatedVideoProcessor
 from .data_collator import uint8_frames
+from .model_building import init_position_embeddings
 
 __all__ = ["MaskedFramesCollator", "MaskedPatchPretraining", "patchify", "pretrain_vision_encoder"]
 
@@ -96,8 +97,7 @@ def pretrain_vision_encoder(
     torch.manual_seed(seed)
     vision = AutoModel.from_config(AutoConfig.for_model(**vision_config))
     if position_init_std is not None:
-        with torch.no_grad():
-            vision.embeddings.position_embeddings.normal_(mean=0.0, std=position_init_std)
+        init_position_embeddings(vision, position_init_std)
     model = MaskedPatchPretraining(vision)
     side = vision.config.image_size
     collator = MaskedFramesCollator(
