@@ -2,8 +2,9 @@
 
 Writes (with PyAV) a 30 s 320x240 H.264 clip at 30 fps, 900 frames of moving content, to a temporary directory,
 then times, median over repeated interleaved runs: decord decoding all 900 frames, `FoveatedVideoProcessor`'s
-decoding of 8 uniformly sampled frames (`load_frames`, which seeks with `get_batch`), and the processor's whole
-call (decode, crop, resize to 256, normalise). The cost of seeking grows with the keyframe interval (`--gop`;
+decoding of 8 uniformly sampled frames (`load_frames`, which seeks with `get_batch`), the same with
+`snap_to_keyframes=True` (each sampled frame's nearest keyframe instead), and the processor's whole call (decode,
+crop, resize to 256, normalise). The cost of seeking grows with the keyframe interval (`--gop`;
 libx264's default is 250 frames, streaming sites use about 2 s). Not a test: it reports.
 
     python benchmarks/decode_sampling.py [--seconds 30] [--gop 250] [--frames 8] [--repeats 5] [--json OUT.json]
@@ -65,6 +66,7 @@ def main():
             {
                 "decode_all": lambda: decode_all(path),
                 "sampled_decode": lambda: processor.load_frames(path),
+                "keyframes_decode": lambda: processor.load_frames(path, snap_to_keyframes=True),
                 "sampled_preprocess": lambda: processor(path),
             },
             args.repeats,
@@ -80,7 +82,9 @@ def main():
         "decode_all_s": seconds["decode_all"],
         "sampled_decode_s": seconds["sampled_decode"],
         "sampled_preprocess_s": seconds["sampled_preprocess"],
+        "keyframes_decode_s": seconds["keyframes_decode"],
         "speedup_decode": seconds["decode_all"] / seconds["sampled_decode"],
+        "speedup_keyframes_decode": seconds["decode_all"] / seconds["keyframes_decode"],
         "speedup_preprocess": seconds["decode_all"] / seconds["sampled_preprocess"],
     }
     report(results, args.json)

@@ -9,7 +9,8 @@
 (static) and fine (planned) queries looked on it and what the model predicted it would look like (models trained
 on pixel targets; with `--vae`, models trained on SD-VAE latents), under panel titles and over the prompt, then
 prints the caption the fine stream gives. VIDEO is a file path; `/dev/videoN` reads a camera through PyAV (v4l2).
-`--precision fp16|int8` streams with the language model's linears dynamically quantised (`model.stream`).
+`--precision fp32-onednn` runs every linear on oneDNN's packed fp32 kernels (faster on CPU, same arithmetic);
+`--precision fp16|int8` dynamically quantises the language model's linears (`model.stream`).
 
 Exit status: 0 on success; 2 with argparse's usage message for bad arguments (checked before any work: `--model`
 must be a checkpoint directory holding `config.json` or a Hub model id, counts and rates must be > 0, `--out`
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .streaming_foveated import PRECISIONS
+from .inference_precision import PRECISIONS
 from .training.checkpoints import load_strictly
 from .training.data_collator import chat_prompt
 
@@ -327,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="the language model's weights: fp32 (exact), fp16 or int8 (dynamically quantised, faster on CPU)",
+        help="fp32 (exact), fp32-onednn (the same on oneDNN's packed CPU kernels), fp16 or int8 (the language "
+        "model's linears dynamically quantised; CPU)",
     )
     stream_parser.add_argument("--gif_fps", type=_positive(float), default=4.0)
     stream_parser.add_argument(

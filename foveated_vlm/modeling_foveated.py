@@ -749,8 +749,9 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         self, input_ids=None, attention_mask=None, batch_size: int = 1, precision: str = "fp32"
     ) -> FoveatedStream:
         """Start frame-by-frame inference on B live videos, after an optional text prompt `input_ids` `[B, P]`
-        (text only; the stream adds `<video_start>`). `precision`: "fp32" (exact), "fp16" or "int8" (the language
-        model's linears dynamically quantised, CPU). See `FoveatedStream`."""
+        (text only; the stream adds `<video_start>`). `precision`: "fp32" (exact), "fp32-onednn" (the same
+        arithmetic on oneDNN's packed CPU kernels), "fp16" or "int8" (the language model's linears dynamically
+        quantised, CPU). See `FoveatedStream` and `inference_precision`."""
         return FoveatedStream(
             self, input_ids=input_ids, attention_mask=attention_mask, batch_size=batch_size, precision=precision
         )

@@ -27,6 +27,7 @@ class FoveatedVideosKwargs(VideosKwargs, total=False):
     max_frames: int | None
     resize_mode: str | None
     video_fps: float | None
+    snap_to_keyframes: bool | None
     return_target_frames: bool | None
 
 

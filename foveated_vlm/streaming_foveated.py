@@ -8,62 +8,24 @@ predicts the next target. Both streams keep their own language-model cache. They
 Because the parallel forward is causal, pushing frames 1..T gives the same queries and predictions as
 `FoveatedVLMForConditionalGeneration.forward` on the whole clip (`tests/test_streaming.py` checks it to 1e-4).
 
-Precision (`model.stream(precision=...)`, `inference_copy`): the push is dominated by the language-model step,
-which reads all its weights (~430 MB of fp32 linears for SmolLM2-135M) for 2B rows. "fp32" (the default) streams the
-model as it is: exact. "fp16" and "int8" stream a copy whose language-model linears are replaced by
-`torch.ao.quantization.quantize_dynamic` ones: "fp16" stores the weights in half precision and computes in fp32
-(half the bytes; each row's result does not depend on the other rows of the call, so the stream still equals the
-copy's parallel forward to 1e-4); "int8" stores int8 weights and rounds each call's activations to 8 bits on the
-range of that call (a quarter of the bytes, the fastest here; the stream's calls hold other rows than the parallel
-forward's, so the two round differently and agree to int8's tolerance). `tests/test_stream_precision.py` proves both.
-bf16 weights are not offered: on this project's CPU (AVX-512 BF16 and AMX present) a bf16 step of two rows was
-slower than fp32 (31 vs 27 ms), and the heads around the language model would need casts at every seam.
+Precision (`model.stream(precision=...)`): the push is dominated by the language-model step, which reads all its
+weights (~430 MB of fp32 linears for SmolLM2-135M) for 2B rows. "fp32" (the default) streams the model as it is:
+exact. The others stream `inference_precision.inference_copy(model, precision)`: "fp32-onednn" (the same arithmetic
+on oneDNN's packed kernels) and "fp16" still equal the copy's parallel forward to 1e-4; "int8" to int8's rounding.
+`tests/test_stream_precision.py` proves each. bf16 weights are not offered: on this project's CPU a bf16 step of two
+rows was slower than fp32 (31 vs 27 ms), and the heads around the language model would need casts at every seam.
 """
 
-import copy
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 from transformers import DynamicCache
 
+from .inference_precision import PRECISIONS, inference_copy
 from .input_checks import InputChecks
 
 __all__ = ["PRECISIONS", "FoveatedStream", "StreamStep", "inference_copy"]
-
-PRECISIONS = ("fp32", "fp16", "int8")
-_QUANTISED_DTYPES = {"fp16": torch.float16, "int8": torch.qint8}
-
-
-def inference_copy(model, precision: str):
-    """A copy of `model` for inference at `precision` (one of `PRECISIONS`); "fp32" returns `model` itself.
-
-    "fp16" / "int8": the language model's `nn.Linear` layers are replaced by dynamically quantised ones
-    (`torch.ao.quantization.quantize_dynamic`, CPU only); every tensor of `model` (ViT, heads, embeddings, the
-    linears' fp32 weights) is shared, not copied, so the copy costs only the quantised weights (full size: ~106 MB
-    at int8, ~212 MB at fp16; ~1-2 s to make). Both the copy's `forward` and its `stream()` run at that precision.
-    The copy is for inference: its quantised layers have no gradients to train.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")
-    if precision == "fp32":
-        return model
-    if model.device.type != "cpu":
-        raise ValueError(
-            f"precision {precision!r} (dynamic quantisation) runs on the CPU only; the model is on {model.device}"
-        )
-    # Only the modules are copied; every tensor is shared through deepcopy's memo. Quantising the copy's linears in
-    # place swaps its modules for new ones built from the shared weights, which are read, never written.
-    shared = {id(tensor): tensor for tensor in [*model.parameters(), *model.buffers()]}
-    copied = copy.deepcopy(model, memo=shared).eval()
-    with warnings.catch_warnings():  # torch marks torch.ao as deprecated in favour of torchao, not installed here
-        warnings.simplefilter("ignore")
-        torch.ao.quantization.quantize_dynamic(
-            copied.model.language_model, {nn.Linear}, dtype=_QUANTISED_DTYPES[precision], inplace=True
-        )
-    return copied
 
 
 @dataclass
@@ -97,7 +59,7 @@ class FoveatedStream:
     refuses token ids outside the vocabulary and frames that are not floating point, not the config's frame size or
     not finite (see `input_checks`), naming the input and the value.
 
-    `precision` (see `PRECISIONS`): "fp32" streams `model` itself; "fp16" / "int8" stream
+    `precision` (see `PRECISIONS`): "fp32" streams `model` itself; "fp32-onednn" / "fp16" / "int8" stream
     `inference_copy(model, precision)`, made for this stream (to start many, make one copy and call its `stream()`).
     """
 

@@ -6,9 +6,11 @@ video unreadable, and the error gives both reasons.
 
 Decoding seeks to the sampled frames (`decord.VideoReader.get_batch`) and decodes only from each one's keyframe,
 never the whole clip (`benchmarks/decode_sampling.py`: 8 frames of a 30 s clip cost 2.5x less than all 900 with
-libx264's 250-frame keyframe interval, 3.8x less with a 2 s one). A fresh reader is opened per video, so no reader
-is shared across DataLoader worker processes (dmlc/decord#194). Anything that cannot be read raises
-`VideoDecodeError`, which names the source and the reason; no frame is ever made up.
+libx264's 250-frame keyframe interval, 3.8x less with a 2 s one). With `snap_to_keyframes`, each sampled frame is
+moved to the nearest keyframe first, so each costs one frame's decode, not up to a keyframe interval's (the frames
+and timestamps returned are the keyframes'). A fresh reader is opened per video, so no reader is shared across
+DataLoader worker processes (dmlc/decord#194). Anything that cannot be read raises `VideoDecodeError`, which names
+the source and the reason; no frame is ever made up.
 
 With `max_size`, a large video is decoded straight to that bound on its shorter side (decord's reader resizes as it
 decodes) and large arrays and images are downscaled before any float copy (a 4000x4000 8-frame clip at 256 px peaks
@@ -22,6 +24,7 @@ import numbers
 import os
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 # PyAV's FFmpeg libraries load before decord's: decord bundles an older libvpx that, loaded first, takes the place of
@@ -73,21 +76,26 @@ def read_video(
     video_fps: float | None,
     max_size: int | None,
     fetch_url: Callable[[str], bytes],
+    snap_to_keyframes: bool = False,
 ):
     """One video of any kind -> `(frames [T, 3, H', W'], VideoMetadata, timestamps [T])`: only the frames that
     `sample_indices_fn(metadata=...)` picks, with the shorter side at most `max_size` when given. `video_fps` is the
     rate of arrays and images (files carry their own); `fetch_url` downloads a URL's bytes (the video processor's,
-    with its deadline and size cap)."""
+    with its deadline and size cap). `snap_to_keyframes`: a file's sampled frames move to their nearest keyframes
+    (arrays and images have none: every frame is as cheap as another)."""
     source = describe_source(video)
+    decode = partial(
+        decode_file, source=source, sample_indices_fn=sample_indices_fn, max_size=max_size, snap=snap_to_keyframes
+    )
     if isinstance(video, (str, os.PathLike)) and looks_like_url(str(video)):  # never read as a local path
-        return decode_file(io.BytesIO(fetch_url(str(video))), source, sample_indices_fn, max_size)
+        return decode(io.BytesIO(fetch_url(str(video))))
     if isinstance(video, (str, os.PathLike)):
         path = Path(video)
         if not path.is_file():
             raise VideoDecodeError(source, "no such file" if not path.exists() else "not a regular file")
-        return decode_file(str(path), source, sample_indices_fn, max_size)
+        return decode(str(path))
     if isinstance(video, (bytes, bytearray)):
-        return decode_file(io.BytesIO(bytes(video)), source, sample_indices_fn, max_size)
+        return decode(io.BytesIO(bytes(video)))
     if isinstance(video, (list, tuple)) and is_single_video(video):  # a list holding PIL images
         width, height = next(image.size for image in video if isinstance(image, Image.Image))
         metadata = video_metadata(len(video), video_fps, height, width, backend=None)
@@ -104,28 +112,35 @@ def read_video(
     )
 
 
-def decode_file(data, source: str, sample_indices_fn: Callable, max_size: int | None):
-    """Read only the sampled frames of a file or in-memory file, with the shorter side at most `max_size` when
-    given: with decord, and with PyAV where decord fails (see `pyav_decoding`); duplicates are decoded once."""
+def decode_file(data, source: str, sample_indices_fn: Callable, max_size: int | None, snap: bool = False):
+    """Read only the sampled frames of a file or in-memory file (moved to their nearest keyframes with `snap`),
+    with the shorter side at most `max_size` when given: with decord, and with PyAV where decord fails (see
+    `pyav_decoding`); duplicates are decoded once."""
     if isinstance(data, io.BytesIO):
         refuse_text(data, source)
     try:
-        return decode_with_decord(data, source, sample_indices_fn, max_size)
+        return decode_with_decord(data, source, sample_indices_fn, max_size, snap)
     except VideoDecodeError as decord_error:
         logger.debug("decord cannot read %s (%s); decoding with PyAV", source, decord_error.reason)
         try:
-            return decode_with_pyav(data, source, sample_indices_fn, max_size)
+            return decode_with_pyav(data, source, sample_indices_fn, max_size, snap)
         except VideoDecodeError as pyav_error:
             reason = f"{decord_error.reason}; PyAV: {pyav_error.reason}"
             raise VideoDecodeError(source, reason) from decord_error
 
 
-def decode_with_decord(data, source: str, sample_indices_fn: Callable, max_size: int | None):
+def decode_with_decord(data, source: str, sample_indices_fn: Callable, max_size: int | None, snap: bool = False):
     """`decode_file` with decord: one seek-batch, or, for a frame larger than `max_size`, a second reader that resizes
     as it decodes (never below `DECORD_MIN_SIDE`: a smaller `max_size` is reached by downscaling after decoding)."""
     reader = open_reader(data, source)
     metadata = video_metadata(len(reader), reader.get_avg_fps(), None, None, backend="decord")
-    unique, inverse = sample_file_frames(metadata, sample_indices_fn, source)
+    keyframes = None
+    if snap:
+        try:
+            keyframes = np.asarray(reader.get_key_indices(), dtype=np.int64)  # [K], from the container's index
+        except (RuntimeError, decord.DECORDError) as error:
+            raise VideoDecodeError(source, f"no keyframe index ({decord_reason(error)})") from error
+    unique, inverse = sample_file_frames(metadata, sample_indices_fn, source, keyframes)
     try:
         timestamps = reader.get_frame_timestamp(unique.tolist())[:, 0]  # start of each frame, seconds
     except (RuntimeError, IndexError, decord.DECORDError) as error:
@@ -147,13 +162,13 @@ def decode_with_decord(data, source: str, sample_indices_fn: Callable, max_size:
     return sampled_result(frames, inverse, timestamps, max_size, metadata)
 
 
-def decode_with_pyav(data, source: str, sample_indices_fn: Callable, max_size: int | None):
+def decode_with_pyav(data, source: str, sample_indices_fn: Callable, max_size: int | None, snap: bool = False):
     """`decode_file` with PyAV (`pyav_decoding.PyAVVideo`), to the same sizes as `decode_with_decord`."""
     try:
         with PyAVVideo(data) as video:
             height, width = video.frame_size  # from the stream's header: PyAV can resize from the first frame
             metadata = video_metadata(len(video), video.average_fps, height, width, backend="pyav")
-            unique, inverse = sample_file_frames(metadata, sample_indices_fn, source)
+            unique, inverse = sample_file_frames(metadata, sample_indices_fn, source, video.keyframes if snap else None)
             # decord's bound, so that a video gives frames of one size whichever backend decodes it
             bound = None if max_size is None else max(max_size, DECORD_MIN_SIDE)
             shape = bounded_shape(height, width, bound) if height and width else None
@@ -232,17 +247,33 @@ def images_to_frames(images, indices: np.ndarray, source: str, max_size: int | N
     return torch.cat([bound_frames(frame, max_size) for frame in frames])  # [T, 3, H', W']
 
 
-def sample_file_frames(metadata: VideoMetadata, sample_indices_fn: Callable, source: str):
+def sample_file_frames(metadata: VideoMetadata, sample_indices_fn: Callable, source: str, keyframes=None):
     """`(unique [U], inverse [T])` of a file's sampled frames, recorded in `metadata.frames_indices`: the distinct
-    ones to decode (sorted) and where each sampled frame is among them; a file's flaw is a `VideoDecodeError`."""
+    ones to decode (sorted) and where each sampled frame is among them; a file's flaw is a `VideoDecodeError`.
+    With `keyframes` `[K]`, each sampled frame is first moved to its nearest keyframe."""
     if metadata.total_num_frames < 1:
         raise VideoDecodeError(source, "the video has no frames")
     try:
         indices = sample_indices(sample_indices_fn, metadata)
     except ValueError as error:  # the arguments are checked already: what is left is the file's frame rate
         raise VideoDecodeError(source, str(error)) from error
+    if keyframes is not None:
+        indices = nearest_keyframes(indices, keyframes)
+        metadata.frames_indices = indices.tolist()
     unique, inverse = np.unique(indices, return_inverse=True)
     return unique, inverse
+
+
+def nearest_keyframes(indices: np.ndarray, keyframes) -> np.ndarray:
+    """Each of `indices` `[T]` moved to the nearest of `keyframes` (sorted; the earlier one on a tie); a file whose
+    index marks no keyframe keeps its exact frames."""
+    keyframes = np.asarray(keyframes, dtype=np.int64)
+    if keyframes.size == 0:
+        return indices
+    after = np.searchsorted(keyframes, indices).clip(max=len(keyframes) - 1)  # first keyframe >= index, or the last
+    before = np.maximum(after - 1, 0)
+    earlier = indices - keyframes[before] <= keyframes[after] - indices
+    return np.where(earlier, keyframes[before], keyframes[after])
 
 
 def sample_indices(sample_indices_fn: Callable, metadata: VideoMetadata) -> np.ndarray:

@@ -60,6 +60,7 @@ class FoveatedVideoProcessorKwargs(TypedDict, total=False):
     fps: float | None
     max_frames: int | None
     resize_mode: str
+    snap_to_keyframes: bool
     image_mean: Sequence[float]
     image_std: Sequence[float]
     url_timeout: float
@@ -206,6 +207,10 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         max_frames (`int`, *optional*): most frames one video may give, with either sampling; `None` means
             `DEFAULT_MAX_FRAMES` (128), so there is always a cap.
         resize_mode (`str`, defaults to `"crop"`): `"crop"` (centre square, then resize) or `"squash"`.
+        snap_to_keyframes (`bool`, defaults to False): move each sampled frame of a file to its nearest keyframe,
+            so decoding it costs one frame, not a run from the keyframe before it (8 frames of a 30 s clip with
+            libx264's 250-frame interval: ~20x faster than decoding all 900, against 2-2.5x exact). Frames repeat
+            where two samples share a keyframe; `frame_indices` and `timestamps` report the keyframes read.
         image_mean, image_std: normalisation for the vision encoder (ImageNet's, as DINOv2/DINOv3 use).
         url_timeout (`float`, defaults to 30): seconds a URL download may take in all (not per read).
         max_download_bytes (`int`, defaults to 1 GiB): largest video a URL may deliver.
@@ -216,6 +221,7 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
     fps = None
     max_frames = None
     resize_mode = "crop"
+    snap_to_keyframes = False
     image_mean = IMAGENET_MEAN
     image_std = IMAGENET_STD
     url_timeout = 30.0
@@ -235,6 +241,7 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         self.size = {"height": side, "width": side}
         self.image_mean = channel_values("image_mean", self.image_mean)
         self.image_std = channel_values("image_std", self.image_std, positive=True)
+        self.snap_to_keyframes = self._snap_setting(None)
         if self.max_frames is not None:
             self.max_frames = positive_int("max_frames", self.max_frames)
         if self.num_frames is not None:
@@ -256,6 +263,7 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         size: dict[str, int] | int | None = None,
         resize_mode: str | None = None,
         video_fps: float | None = None,
+        snap_to_keyframes: bool | None = None,
         return_target_frames: bool = False,
         return_metadata: bool | None = None,
         do_sample_frames: bool | None = None,
@@ -277,6 +285,7 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         side, resize_mode = self._resize_settings(size, resize_mode)
         sampling = self._sampling(num_frames, fps, max_frames)
         video_fps = check_video_fps(video_fps)
+        snap_to_keyframes = self._snap_setting(snap_to_keyframes)
         if do_sample_frames is False:
             raise ValueError(
                 "do_sample_frames=False is invalid; the foveated processor always samples frames (set "
@@ -284,7 +293,7 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
             )
         return_metadata = self.return_metadata if return_metadata is None else return_metadata
         frames, metadata, timestamps = self._decode_and_sample_videos(
-            videos, partial(self.sample_frames, **sampling), video_fps=video_fps, max_size=2 * side
+            videos, partial(self.sample_frames, **sampling), video_fps, 2 * side, snap_to_keyframes
         )
         features = self._preprocess(frames, side, resize_mode, return_target_frames, return_tensors)
         if return_metadata:
@@ -317,16 +326,29 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         num_frames, fps, max_frames = check_sampling(num_frames, fps, max_frames)
         return {"num_frames": num_frames, "fps": fps, "max_frames": max_frames}
 
+    def _snap_setting(self, snap_to_keyframes) -> bool:
+        """The call's `snap_to_keyframes` over the saved setting, checked: a bool, not a truthy string."""
+        value = self.snap_to_keyframes if snap_to_keyframes is None else snap_to_keyframes
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"snap_to_keyframes={value!r} is invalid; expected True or False")
+        return bool(value)
+
     # ------------------------------------------------------------------------------------- decoding (hooks)
     def _decode_and_sample_videos(
-        self, videos, sample_indices_fn: Callable, video_fps: float | None = None, max_size: int | None = None
+        self,
+        videos,
+        sample_indices_fn: Callable,
+        video_fps: float | None = None,
+        max_size: int | None = None,
+        snap_to_keyframes: bool | None = None,
     ) -> tuple[list[torch.Tensor], list[VideoMetadata], list[np.ndarray]]:
         """Read the sampled frames of every video: `(frames, metadata, timestamps)`, one entry per video, frames
         `[T, 3, H, W]` with the shorter side at most `max_size`. The mixin's version decodes whole files with
         torchcodec (not a dependency) and samples arrays itself; here one reader per video decodes only the
-        frames `sample_indices_fn(metadata=...)` picks, straight to the bounded size."""
+        frames `sample_indices_fn(metadata=...)` picks (or their nearest keyframes), straight to the bounded size."""
+        snap = self._snap_setting(snap_to_keyframes)
         read = [
-            read_video(video, sample_indices_fn, video_fps, max_size, self.fetch_url)
+            read_video(video, sample_indices_fn, video_fps, max_size, self.fetch_url, snap)
             for video in make_video_list(videos)
         ]
         frames, metadata, timestamps = zip(*read, strict=True)
@@ -340,7 +362,8 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         if isinstance(video_url_or_urls, list):
             frames, metadata, _ = self._decode_and_sample_videos(video_url_or_urls, sample_indices_fn)
             return frames, metadata
-        frames, metadata, _ = read_video(video_url_or_urls, sample_indices_fn, None, None, self.fetch_url)
+        snap = self.snap_to_keyframes
+        frames, metadata, _ = read_video(video_url_or_urls, sample_indices_fn, None, None, self.fetch_url, snap)
         return frames, metadata
 
     def load_frames(
@@ -351,8 +374,10 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         max_frames: int | None = None,
         video_fps: float | None = None,
         max_size: int | None = None,
+        snap_to_keyframes: bool | None = None,
     ):
-        """Read the sampled frames of one video (at most `max_frames`), decoding only those.
+        """Read the sampled frames of one video (at most `max_frames`), decoding only those (or, with
+        `snap_to_keyframes`, their nearest keyframes; the saved setting when None).
 
         Returns `(frames, indices, timestamps)`: frames `[T, 3, H, W]` (`uint8`, or float in [0, 1] for float
         arrays) at the source resolution, or, with `max_size`, with the shorter side at most `max_size` (keeping the
@@ -365,7 +390,8 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         video_fps = check_video_fps(video_fps)
         if max_size is not None:
             max_size = positive_int("max_size", max_size)
-        frames, metadata, timestamps = read_video(video, sample, video_fps, max_size, self.fetch_url)
+        snap = self._snap_setting(snap_to_keyframes)
+        frames, metadata, timestamps = read_video(video, sample, video_fps, max_size, self.fetch_url, snap)
         return frames, np.asarray(metadata.frames_indices, dtype=np.int64), timestamps
 
     def fetch_url(self, url: str) -> bytes:

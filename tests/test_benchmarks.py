@@ -1,6 +1,8 @@
 """The benchmarks' own parts, at tiny shapes: what they time must be what they say (timings are never tested)."""
 
+import math
 import os
+import subprocess
 import sys
 
 import pytest
@@ -11,6 +13,7 @@ from foveated_vlm import FoveatedVLMForConditionalGeneration
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import decode_sampling  # noqa: E402
+import gpu_step  # noqa: E402
 import run  # noqa: E402
 from patch_baseline import PatchTokenVLM  # noqa: E402
 
@@ -31,6 +34,21 @@ def test_the_one_pass_step_is_the_models_coarse_half():
     expected = 0.7 * both.loss_coarse + 1.3 * both.caption_loss_coarse
     torch.testing.assert_close(one, expected, rtol=1e-5, atol=1e-6)
     assert len(calls) == 1  # one language-model pass: the fine half is not run and thrown away
+
+
+def test_the_training_floor_is_the_vits_own_pass_over_every_frame():
+    """`training_floor_ratio` divides by this: the model's own ViT, forward and backward over T full frames."""
+    config = tiny_config()
+    vision, step = run.build("vit_alone", 3, config)
+    assert type(vision) is type(FoveatedVLMForConditionalGeneration(config).model.foveated_encoder.vision_model)
+    calls = []
+    vision.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append(kwargs["pixel_values"].shape), with_kwargs=True
+    )
+    step()
+    assert calls == [(3, 3, config.frame_size, config.frame_size)]  # one pass over the T frames, at full size
+    untrained = [name for name, p in vision.named_parameters() if p.grad is None]
+    assert vision.training and untrained == ["embeddings.mask_token"]  # used only for masked pretraining
 
 
 def patch_batch(model: PatchTokenVLM, frames: int = 3) -> dict:
@@ -82,3 +100,21 @@ def test_the_decode_benchmarks_clip_has_every_frame(tmp_path, gop):
     path = tmp_path / "clip.mp4"
     decode_sampling.write_clip(path, 45, gop)
     assert decode_sampling.decode_all(path, chunk=16) == 45
+
+
+def test_the_gpu_step_trains_and_reports_throughput():
+    """`gpu_step.measure` at a tiny size on the CPU: the same path gpu.sh runs on CUDA, every step an update."""
+    config = gpu_step.tiny_config()
+    results = gpu_step.measure(config, "cpu", torch.bfloat16, batch=2, frames=3, steps=2, warmup=1)
+    assert results["samples_per_s"] > 0 and results["frames_per_s"] == pytest.approx(3 * results["samples_per_s"])
+    assert math.isfinite(results["final_loss"]) and results["dtype"] == "bfloat16"
+    assert results["fvlm_published_samples_per_s"] == 46.5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine gpu.sh installs and runs the benchmark")
+def test_gpu_sh_refuses_a_machine_without_cuda_before_installing_anything():
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "gpu.sh")
+    environment = {**os.environ, "PYTHON": sys.executable}
+    result = subprocess.run(["bash", script], capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 1 and "gpu.sh: no CUDA device here" in result.stderr
+    assert "pip" not in result.stderr and "Successfully installed" not in result.stdout
