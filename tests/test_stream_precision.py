@@ -99,6 +99,11 @@ def test_fp32_onednn_computes_what_fp32_computes(clip):
         )
     for name in ("logits", "queries", "predicted_latents"):
         torch.testing.assert_close(getattr(packed, name), getattr(exact, name), rtol=0, atol=1e-4)
+    video = {"pixel_values_videos": inputs["pixel_values_videos"]}
+    greedy = {"max_new_tokens": 3, "do_sample": False}
+    assert torch.equal(
+        copy.generate(input_ids=ids, **video, **greedy), model.generate(input_ids=ids, **video, **greedy)
+    )
 
 
 def test_a_onednn_linear_runs_its_packed_weight_and_keeps_gradients_exact():
