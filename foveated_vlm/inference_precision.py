@@ -14,7 +14,9 @@
   forward, whose calls hold different rows, round differently and agree to int8's tolerance.
 
 Every copy is for inference and CPU only; it shares the model's tensors (deepcopy with a memo), so the model given
-is never changed and the copy costs only its new weights.
+is never changed, the copy costs only its new weights, and a change to the model's weights is seen by the copy
+("fp32-onednn" repacks a changed weight; the quantised layers of "fp16" / "int8" hold their own rounded copies,
+made once).
 """
 
 import copy
@@ -36,19 +38,29 @@ _PACKING_ROWS = 256  # the row count oneDNN packs for; any row count computes th
 
 
 class OneDNNLinear(nn.Module):
-    """`nn.Linear` whose inference forward runs oneDNN on a weight packed once at construction, for calls of at
-    least `MIN_ONEDNN_ROWS` rows.
+    """`nn.Linear` whose inference forward runs oneDNN on a packed copy of its weight, for calls of at least
+    `MIN_ONEDNN_ROWS` rows.
 
     `weight` and `bias` are the given layer's own parameters (shared, so `state_dict` and `.weight.dtype` read as
-    before). Packing copies the weight's values at that moment: a copy is for inference, and a call that needs
-    gradients, or an input that is not fp32 on the CPU, takes `F.linear` on the live weight instead.
+    before). The packed copy is made at the first large call and made again whenever the weight has changed since
+    (an in-place update, `load_state_dict`, a new `.data`), so it never serves stale values; it is not saved,
+    pickled or deep-copied (a copy packs its own). A call that needs gradients (the copy's `forward` outside
+    `torch.no_grad()`/`inference_mode()` while its parameters require them), or an input that is not fp32 on the
+    CPU, takes `F.linear` on the live weight instead.
     """
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight, self.bias = linear.weight, linear.bias
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), _PACKING_ROWS)
+        self._packed, self._packed_from = None, None  # the oneDNN weight and the (storage, version) it was made from
+
+    def packed_weight(self) -> torch.Tensor:
+        source = (self.weight.data_ptr(), self.weight._version)
+        if self._packed is None or self._packed_from != source:
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), _PACKING_ROWS)
+            self._packed_from = source
+        return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
@@ -56,8 +68,12 @@ class OneDNNLinear(nn.Module):
         if needs_grad or few_rows or x.dtype != torch.float32 or x.device.type != "cpu":
             return F.linear(x, self.weight, self.bias)
         rows = x.reshape(-1, self.in_features)  # [..., in] -> [R, in]
-        out = torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")  # [R, out]
+        out = torch.ops.mkldnn._linear_pointwise(rows, self.packed_weight(), self.bias, "none", [], "")  # [R, out]
         return out.view(*x.shape[:-1], self.out_features)
+
+    def __getstate__(self):
+        # An mkldnn tensor has no storage to copy or pickle; the copy repacks from its weight at its first call.
+        return {**super().__getstate__(), "_packed": None, "_packed_from": None}
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -77,8 +93,9 @@ def inference_copy(model, precision: str):
     """A copy of `model` for inference at `precision` (one of `PRECISIONS`); "fp32" returns `model` itself.
 
     Every tensor of `model` is shared, not copied; the copy adds only its packed or quantised weights (full size:
-    ~520 MB for "fp32-onednn", ~106 MB for "int8", ~212 MB for "fp16"; 1-2 s to make). Both the copy's `forward` and
-    its `stream()` run at that precision. Its layers have no gradients to train.
+    ~520 MB for "fp32-onednn", packed at each layer's first large call; ~106 MB for "int8", ~212 MB for "fp16";
+    1-2 s to make). The copy's `forward` (under `torch.no_grad()` or `inference_mode()`), `generate` and `stream()`
+    run at that precision. Its layers have no gradients to train.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}; got {precision!r}")

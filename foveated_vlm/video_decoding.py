@@ -1,8 +1,9 @@
 """Decoding for the video processor: the sampled frames of a file, in-memory file, URL, array or image list.
 
-Where decord fails (it cannot copy frames 48 px wide, among other widths up to 72, and cannot open some files that
-FFmpeg reads) the same sampled frames are decoded with PyAV (`pyav_decoding.PyAVVideo`); only when both fail is the
-video unreadable, and the error gives both reasons.
+Where decord fails (it cannot copy frames 48 px wide, among other widths up to 72, cannot open some files that
+FFmpeg reads, and seeks to the wrong frames where frames are reordered across a keyframe) the same sampled frames
+are decoded with PyAV (`pyav_decoding.PyAVVideo`); only when both fail is the video unreadable, and the error
+gives both reasons.
 
 Decoding seeks to the sampled frames (`decord.VideoReader.get_batch`) and decodes only from each one's keyframe,
 never the whole clip (`benchmarks/decode_sampling.py`: 8 frames of a 30 s clip cost 2.5x less than all 900 with
@@ -134,13 +135,8 @@ def decode_with_decord(data, source: str, sample_indices_fn: Callable, max_size:
     as it decodes (never below `DECORD_MIN_SIDE`: a smaller `max_size` is reached by downscaling after decoding)."""
     reader = open_reader(data, source)
     metadata = video_metadata(len(reader), reader.get_avg_fps(), None, None, backend="decord")
-    keyframes = None
-    if snap:
-        try:
-            keyframes = np.asarray(reader.get_key_indices(), dtype=np.int64)  # [K], from the container's index
-        except (RuntimeError, decord.DECORDError) as error:
-            raise VideoDecodeError(source, f"no keyframe index ({decord_reason(error)})") from error
-    unique, inverse = sample_file_frames(metadata, sample_indices_fn, source, keyframes)
+    keyframes = decord_keyframes(data, reader, source)  # [K]; refuses a file decord would seek wrongly in
+    unique, inverse = sample_file_frames(metadata, sample_indices_fn, source, keyframes if snap else None)
     try:
         timestamps = reader.get_frame_timestamp(unique.tolist())[:, 0]  # start of each frame, seconds
     except (RuntimeError, IndexError, decord.DECORDError) as error:
@@ -262,6 +258,35 @@ def sample_file_frames(metadata: VideoMetadata, sample_indices_fn: Callable, sou
         metadata.frames_indices = indices.tolist()
     unique, inverse = np.unique(indices, return_inverse=True)
     return unique, inverse
+
+
+def decord_keyframes(data, reader: decord.VideoReader, source: str) -> np.ndarray:
+    """The keyframes' indices `[K]` among the frames in presentation order, the order decord's frame indices use;
+    a `VideoDecodeError` (so that PyAV decodes the file) where decord's seeking would land on other frames.
+
+    decord counts keyframes in decoding order (`get_key_indices`) and seeks by that count. Where frames are
+    reordered across a keyframe (open GOPs: x265's default, many cameras' files) the two orders differ, and a frame
+    decord reads after a seek is off by the frames reordered (index 10 gave frame 11, tested). PyAV's index (a demux
+    of every packet, no decoding: ~3 ms for 900 frames) sorts by presentation time, so the two lists tell such a
+    file; where PyAV cannot index it, decord's list is used as it is."""
+    try:
+        decoded = np.asarray(reader.get_key_indices(), dtype=np.int64)
+    except (RuntimeError, decord.DECORDError) as error:
+        raise VideoDecodeError(source, f"no keyframe index ({decord_reason(error)})") from error
+    position = data.tell() if isinstance(data, io.BytesIO) else None
+    try:
+        with PyAVVideo(data) as video:
+            shown = video.keyframes if len(video) == len(reader) else None
+    except PyAVError as error:
+        logger.debug("PyAV cannot index %s (%s); trusting decord's keyframes", source, error)
+        shown = None
+    finally:
+        if position is not None:
+            data.seek(position)  # where decord's reader left the in-memory file
+    if shown is not None and not np.array_equal(shown, decoded):
+        reason = "decord would seek to the wrong frames: frames are reordered across its keyframes (an open GOP)"
+        raise VideoDecodeError(source, reason)
+    return decoded
 
 
 def nearest_keyframes(indices: np.ndarray, keyframes) -> np.ndarray:

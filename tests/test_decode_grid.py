@@ -75,14 +75,18 @@ def textured_frames(count: int, width: int, height: int, smooth: bool = False) -
 
 @pytest.fixture
 def pyav_videos(monkeypatch):
-    """Every video the processor reads with PyAV, and the frames each decoded (to count the work)."""
+    """Every video the processor decodes with PyAV (not the demux-only indexes read beside decord's reader), and
+    the frames each decoded (to count the work)."""
     opened = []
 
     class Recording(PyAVVideo):
         def __init__(self, data):
             super().__init__(data)
             self.decoded = 0
+
+        def read(self, *args, **kwargs):
             opened.append(self)
+            return super().read(*args, **kwargs)
 
         def _decode_until(self, decoded, *args):
             return super()._decode_until(self._counted(decoded), *args)

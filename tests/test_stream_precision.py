@@ -17,6 +17,9 @@ int8 stream and its parallel forward differ by up to 0.28 on a query, as much as
 there, int8's equality means "to within its own rounding", which is why fp32 stays the exact default.
 """
 
+import copy
+import pickle
+
 import pytest
 import torch
 from test_cli import save_checkpoint
@@ -106,22 +109,41 @@ def test_fp32_onednn_computes_what_fp32_computes(clip):
     )
 
 
-def test_a_onednn_linear_runs_its_packed_weight_and_keeps_gradients_exact():
+def test_a_onednn_linear_packs_for_large_calls_follows_its_weight_and_keeps_gradients_exact():
     torch.manual_seed(0)
     linear = torch.nn.Linear(24, 40)
     fast = OneDNNLinear(linear)
     x = torch.randn(3, 25, 24)  # 75 rows: at least MIN_ONEDNN_ROWS
     with torch.no_grad():
-        before = linear(x)
-        torch.testing.assert_close(fast(x), before, rtol=0, atol=1e-5)
-        linear.weight.add_(1.0)  # the packed copy holds the values at packing time
-        torch.testing.assert_close(fast(x), before, rtol=0, atol=1e-5)
+        torch.testing.assert_close(fast(x[:, :2]), linear(x[:, :2]), rtol=0, atol=0)  # 6 rows: torch's kernel
+        assert fast._packed is None
+        torch.testing.assert_close(fast(x), linear(x), rtol=0, atol=1e-5)
+        packed = fast._packed
+        assert packed is not None and packed.is_mkldnn  # the large call ran oneDNN on a packed weight
+        linear.weight.add_(1.0)  # trained or reloaded in place: the next large call repacks
+        torch.testing.assert_close(fast(x), linear(x), rtol=0, atol=1e-5)
+        assert fast._packed is not packed
+    # Copies and pickles leave the packed weight behind (it has no storage) and pack their own.
+    for clone in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
+        assert clone._packed is None
+        with torch.no_grad():
+            torch.testing.assert_close(clone(x), linear(x), rtol=0, atol=1e-5)
     # A call that needs gradients computes on the live weight, through autograd, as nn.Linear does.
     x.requires_grad_(True)
     fast(x).sum().backward()
     expected = torch.ones(3, 25, 40).flatten(0, 1).t() @ x.detach().flatten(0, 1)
     torch.testing.assert_close(linear.weight.grad, expected)
     torch.testing.assert_close(x.grad, linear.weight.detach().sum(0).expand(3, 25, 24))
+
+
+def test_a_onednn_copy_can_be_copied_again(clip):
+    model, inputs, ids = clip
+    once = inference_copy(model, "fp32-onednn")
+    with torch.no_grad():
+        once(input_ids=ids, pixel_values_videos=inputs["pixel_values_videos"])  # packs its large layers
+    twice = inference_copy(once, "fp32-onednn")  # a deepcopy of modules holding packed weights
+    assert replaced_linears(twice, "fp32-onednn") == replaced_linears(once, "fp32-onednn")
+    assert once.stream(batch_size=2, precision="int8").push(inputs["pixel_values_videos"][:, 0]).query.shape[0] == 2
 
 
 @pytest.mark.parametrize("precision", ["fp32-onednn", "fp16", "int8"])
