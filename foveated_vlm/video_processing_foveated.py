@@ -209,9 +209,9 @@ class FoveatedVideoProcessor(VideoProcessorMixin):
         resize_mode (`str`, defaults to `"crop"`): `"crop"` (centre square, then resize) or `"squash"`.
         snap_to_keyframes (`bool`, defaults to False): move each sampled frame of a file to its nearest keyframe,
             so decoding it costs one frame, not a run from the keyframe before it (8 frames of a 30 s clip with
-            libx264's 250-frame interval: 14.6x faster than decoding all 900 in `benchmarks/run.py`, against 1.87x
-            exact). Frames repeat where two samples share a keyframe; `frame_indices` and `timestamps` report the
-            keyframes read.
+            libx264's 250-frame interval: 12.6x faster than decoding all 900 in `benchmarks/decode_sampling.py`,
+            against 1.89x exact). Frames repeat where two samples share a keyframe; `frame_indices` and
+            `timestamps` report the keyframes read.
         image_mean, image_std: normalisation for the vision encoder (ImageNet's, as DINOv2/DINOv3 use).
         url_timeout (`float`, defaults to 30): seconds a URL download may take in all (not per read).
         max_download_bytes (`int`, defaults to 1 GiB): largest video a URL may deliver.
