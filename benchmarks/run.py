@@ -56,7 +56,12 @@ from stream_latency import stream_seconds
 from timing import interleaved_medians, machine, report
 from torch.utils.flop_counter import FlopCounterMode
 
-from foveated_vlm import FoveatedVideoProcessor, FoveatedVLMConfig, FoveatedVLMForConditionalGeneration
+from foveated_vlm import (
+    FoveatedEncoder,
+    FoveatedVideoProcessor,
+    FoveatedVLMConfig,
+    FoveatedVLMForConditionalGeneration,
+)
 from foveated_vlm.streaming_foveated import PRECISIONS
 
 TEXT_TOKENS = 16  # prompt before the video and caption after it, in every training batch
@@ -115,7 +120,7 @@ def build(kind: str, frames: int, config: FoveatedVLMConfig | None = None):
         batch = make_batch(config, frames, model.patches_per_frame())
         return model, lambda: model(**batch).backward()
     if kind == "vit_alone":  # the trained ViT's own pass over every patch of the T frames, forward and backward
-        vision = FoveatedVLMForConditionalGeneration(config).model.foveated_encoder.vision_model.train()
+        vision = FoveatedEncoder(config).vision_model.train()  # the model's ViT, without the language model
         pixels = torch.randn(frames, 3, config.frame_size, config.frame_size)
         return vision, lambda: vision(pixel_values=pixels).last_hidden_state.square().mean().backward()
     model = FoveatedVLMForConditionalGeneration(config).train()
