@@ -159,7 +159,13 @@ class FoveatedEncoder(nn.Module):
         return patch_states, cache
 
     # ------------------------------------------------------------------------------------------ query pass
-    def query(self, queries: torch.Tensor, kv_cache: VisionKVCache, return_fixations: bool = False):
+    def query(
+        self,
+        queries: torch.Tensor,
+        kv_cache: VisionKVCache,
+        return_fixations: bool = False,
+        patch_mask: torch.Tensor | None = None,
+    ):
         """Propagate queries through every vision layer against a frame's cached keys/values.
 
         Each of the K queries of a frame attends to all cached tokens and to itself, never to the other queries,
@@ -169,6 +175,8 @@ class FoveatedEncoder(nn.Module):
             queries: `[N, K, query_dim]`, one row per cached frame.
             kv_cache: from `encode_patches` over the same N frames.
             return_fixations: also return where each query looked.
+            patch_mask: `[N, K, gh, gw]` bool, or None: each query attends, in every layer, only to the patches
+                marked (and to CLS, registers and itself): a glimpse forced to a place. Each row needs one patch.
         Returns:
             `z` `[N, K, D]` after the vision model's final norm; with `return_fixations`, `(z, fixations)` where
             `fixations` `[N, K, gh, gw]` is the last layer's attention over patches, mean over heads,
@@ -178,6 +186,17 @@ class FoveatedEncoder(nn.Module):
             raise ValueError(f"queries must have shape [N, K, query_dim]; got {tuple(queries.shape)}")
         if queries.shape[0] != kv_cache.num_frames:
             raise ValueError(f"queries cover {queries.shape[0]} frames but the cache holds {kv_cache.num_frames}")
+        allowed = None
+        if patch_mask is not None:
+            expected = [*queries.shape[:2], *kv_cache.grid]
+            if list(patch_mask.shape) != expected or patch_mask.dtype != torch.bool:
+                raise ValueError(
+                    f"patch_mask must be a bool tensor of shape [N, K, gh, gw] = {expected}; "
+                    f"got {patch_mask.dtype} {list(patch_mask.shape)}"
+                )
+            if not patch_mask.flatten(-2).any(-1).all():
+                raise ValueError("patch_mask leaves a query no patch to look at: mark at least one per query")
+            allowed = patch_mask.flatten(-2).unsqueeze(1)  # [N, 1, K, P], broadcast over heads
         hidden = self.query_in_proj(queries.to(self.query_in_proj.weight.dtype))  # [N, K, D]
         fixations = None
         last = len(self.layers) - 1
@@ -186,7 +205,7 @@ class FoveatedEncoder(nn.Module):
             normed = layer.norm1(hidden)
             q = self._heads(attention.q_proj(normed))  # [N, H, K, d]; queries carry no position (no RoPE)
             weights = self._query_attention(
-                q, self._heads(attention.k_proj(normed)), kv_cache.keys[index], kv_cache.num_prefix_tokens
+                q, self._heads(attention.k_proj(normed)), kv_cache.keys[index], kv_cache.num_prefix_tokens, allowed
             )
             if return_fixations and index == last:
                 fixations = self._fixation_maps(weights, kv_cache)
@@ -200,8 +219,9 @@ class FoveatedEncoder(nn.Module):
         z = self.final_norm(hidden)
         return (z, fixations) if return_fixations else z
 
-    def _query_attention(self, q, own_keys, cached_keys, num_prefix_tokens: int):
-        """Softmax weights `[N, H, K, S+1]` of each query over the S cached tokens and over itself (last column).
+    def _query_attention(self, q, own_keys, cached_keys, num_prefix_tokens: int, allowed=None):
+        """Softmax weights `[N, H, K, S+1]` of each query over the S cached tokens and over itself (last column);
+        `allowed` `[N, 1, K, P]` (or None) the patches each query may see.
 
         Scoring the cache and the query's own key separately, then normalising them together, is exact attention
         over `[cache, self]` without copying the cache into a concatenated tensor in every layer (1.6x faster per
@@ -210,6 +230,9 @@ class FoveatedEncoder(nn.Module):
         """
         scale = self.head_dim**-0.5 / self.query_temperature
         cached_scores = (q @ cached_keys.transpose(-1, -2)) * scale  # [N, H, K, S]
+        if allowed is not None:  # a forced glimpse: patches outside it are never read
+            outside = F.pad(~allowed, (num_prefix_tokens, 0), value=False)  # [N, 1, K, S]
+            cached_scores = cached_scores.masked_fill(outside, float("-inf"))
         patch_scores = cached_scores[..., num_prefix_tokens:]  # [N, H, K, P]
         if 0 < self.query_top_k < patch_scores.shape[-1]:  # hard top-k over patches; CLS and registers always stay
             kth_best = patch_scores.topk(self.query_top_k, dim=-1).values[..., -1:]  # [N, H, K, 1]; ties keep more

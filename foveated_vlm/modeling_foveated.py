@@ -328,12 +328,19 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
             embeds = embeds + self.location_proj(fixation_centroid(fixations).to(embeds.dtype))
         return embeds
 
-    def extract_tokens(self, queries: torch.Tensor, cache: VisionKVCache, output_attentions: bool, mode: int):
+    def extract_tokens(
+        self, queries: torch.Tensor, cache: VisionKVCache, output_attentions: bool, mode: int, patch_mask=None
+    ):
         """Queries `[B, T, K, qd]` -> vision tokens `[B, T*K, D_vision]`, their language-model embeddings
-        `[B, T*K, D_text]` and fixations `[B, T, K, gh, gw]` (None unless `output_attentions`)."""
+        `[B, T*K, D_text]` and fixations `[B, T, K, gh, gw]` (None unless `output_attentions`). `patch_mask`
+        `[B, T, K, gh, gw]` bool, or None: the only patches each query may read (`FoveatedEncoder.query`)."""
         batch, frames = queries.shape[:2]
         need_fixations = output_attentions or self.location_proj is not None  # located tokens read them
-        result = self.foveated_encoder.query(queries.flatten(0, 1), cache, return_fixations=need_fixations)
+        if patch_mask is not None:
+            patch_mask = patch_mask.flatten(0, 1)  # [B*T, K, gh, gw]
+        result = self.foveated_encoder.query(
+            queries.flatten(0, 1), cache, return_fixations=need_fixations, patch_mask=patch_mask
+        )
         tokens, fixations = result if need_fixations else (result, None)  # tokens [B*T, K, D_vision]
         embeds = self.embed_frame_tokens(tokens, mode, fixations)  # [B*T, K, D_text]
         embeds = embeds.reshape(batch, -1, self.config.text_config.hidden_size)
@@ -389,10 +396,17 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         return vision_cache
 
     def read_video(
-        self, queries: torch.Tensor, video: VideoLayout, cache: VisionKVCache, mode: int, output_attentions: bool, **lm
+        self,
+        queries: torch.Tensor,
+        video: VideoLayout,
+        cache: VisionKVCache,
+        mode: int,
+        output_attentions: bool,
+        patch_mask: torch.Tensor | None = None,
+        **lm,
     ) -> PassOutput:
         """One pass: `queries` `[B, T, K, qd]` read the frames, the language model reads the tokens among the text."""
-        tokens, embeds, fixations = self.extract_tokens(queries, cache, output_attentions, mode)
+        tokens, embeds, fixations = self.extract_tokens(queries, cache, output_attentions, mode, patch_mask)
         out = self.run_language_model(video.token_embeds, embeds, video.frame_mask, video.start_mask, mode, **lm)
         return PassOutput(
             last_hidden_state=out.last_hidden_state,
@@ -418,17 +432,18 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         video: VideoLayout,
         cache: VisionKVCache,
         output_attentions: bool = False,
+        patch_mask: torch.Tensor | None = None,
         **lm_kwargs,
     ) -> PassOutput:
         """Pass 2: each frame read with its query `[B, T, K, qd]`: planned from the frames before it, or given
-        (`fine_queries`)."""
+        (`fine_queries`); `patch_mask` `[B, T, K, gh, gw]` (or None) limits where each may look."""
         expected = [*video.plan_index.shape[:2], self.config.tokens_per_frame, self.config.query_dim]
         if list(queries.shape) != expected:
             raise ValueError(
                 f"fine_queries must have shape [B, T, K, query_dim] = {expected} (the videos, their frames, "
                 f"tokens_per_frame and query_dim); got {list(queries.shape)}"
             )
-        return self.read_video(queries, video, cache, self.FINE, output_attentions, **lm_kwargs)
+        return self.read_video(queries, video, cache, self.FINE, output_attentions, patch_mask, **lm_kwargs)
 
     # --------------------------------------------------------------------------------------------- forward
     @can_return_tuple
@@ -443,6 +458,7 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         output_attentions: bool = False,
         vision_cache: VisionKVCache | None = None,
         fine_queries: torch.FloatTensor | None = None,
+        fine_patch_mask: torch.BoolTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> FoveatedVLMModelOutput:
         """Both passes over `[B, T, 3, H, W]` videos (see the module docstring); text only without a video.
@@ -450,13 +466,15 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         vision_cache: see `encode_video`.
         fine_queries: `[B, T, K, query_dim]` read the frames in the fine pass instead of the planned queries (the
             foveation experiment's random-query control passes fresh `torch.randn` ones); `queries` is then these.
+        fine_patch_mask: `[B, T, K, gh, gw]` bool: the fine pass's queries read only the patches marked (forced
+            glimpses, e.g. the experiment's sampled ones); None: wherever they attend.
         output_attentions: the fixation maps of both passes (not the language model's attentions).
         kwargs: to the language model of both passes; `output_hidden_states` gives the fine pass's hidden states.
         """
         if input_ids is None:
             raise ValueError("input_ids is required: it carries the video placeholders")
-        if fine_queries is not None and pixel_values_videos is None:
-            raise ValueError("fine_queries were given without pixel_values_videos: they read the frames")
+        if (fine_queries is not None or fine_patch_mask is not None) and pixel_values_videos is None:
+            raise ValueError("fine_queries / fine_patch_mask were given without pixel_values_videos: they read frames")
         if position_ids is None and attention_mask is not None and past_key_values is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # left padding keeps positions
         lm_kwargs = dict(attention_mask=attention_mask, position_ids=position_ids, **kwargs)
@@ -472,7 +490,7 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         coarse = self.coarse_pass(video, cache, output_attentions, use_cache=False, **lm_kwargs)
         if fine_queries is None:
             fine_queries = self.plan_queries(coarse.plan_hidden, prompt_hidden=coarse.plan_hidden[:, :1])
-        fine = self.fine_pass(fine_queries, video, cache, output_attentions, **fine_kwargs)
+        fine = self.fine_pass(fine_queries, video, cache, output_attentions, fine_patch_mask, **fine_kwargs)
         return FoveatedVLMModelOutput(
             last_hidden_state=fine.last_hidden_state,
             coarse_hidden_state=coarse.last_hidden_state,
@@ -652,6 +670,7 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         output_attentions: bool = False,
         logits_to_keep: int = 0,
         fine_queries: torch.FloatTensor | None = None,
+        fine_patch_mask: torch.BoolTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> FoveatedVLMOutput:
         r"""
@@ -661,8 +680,8 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             target_latents: `[B, T, C, h, w]` reconstruction targets, or None.
             labels: `[B, L]` caption labels (unshifted, -100 = ignore), or None.
             output_attentions: return fixation maps of both passes.
-            fine_queries: `[B, T, K, query_dim]` for the fine pass instead of the planned queries (see
-                `FoveatedVLMModel.forward`).
+            fine_queries: `[B, T, K, query_dim]` for the fine pass instead of the planned queries, and
+            fine_patch_mask: `[B, T, K, gh, gw]` bool, where its queries may look (see `FoveatedVLMModel.forward`).
             kwargs: `num_items_in_batch` (the Trainer's) divides the caption loss; the rest go to the language
                 model (`output_hidden_states=True`: the fine pass's hidden states in `hidden_states`).
         With `return_dict=False`, a tuple of the outputs that are not None, `loss` first when there is one.
@@ -679,6 +698,7 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             use_cache=use_cache,
             output_attentions=output_attentions,
             fine_queries=fine_queries,
+            fine_patch_mask=fine_patch_mask,
             **kwargs,
         )
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
@@ -709,10 +729,12 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        """`GenerationMixin`'s, with `fine_queries` kept to the prefill like the frames they read."""
+        """`GenerationMixin`'s, with `fine_queries` and `fine_patch_mask` kept to the prefill like the frames they
+        read."""
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if not is_first_iteration and inputs.get("use_cache", True):
             inputs.pop("fine_queries", None)
+            inputs.pop("fine_patch_mask", None)
         return inputs
 
     def generate(self, inputs=None, generation_config=None, **kwargs):

@@ -197,3 +197,146 @@ def test_the_key_probe_reads_colour_from_keys_that_carry_it_and_not_from_keys_th
         torch.nn.init.zeros_(layer.attention.k_proj.weight)
     blind = key_probe.key_probe(vision, samples, 32, 4)
     assert max(blind["accuracy_per_layer"]) < 2 * blind["chance"]
+
+
+# ------------------------------------------------------------------ hard glimpses and their policy (REINFORCE)
+def test_a_patch_mask_forces_where_a_query_looks():
+    torch.manual_seed(0)
+    config = tiny_config()
+    encoder = FoveatedVLMForConditionalGeneration(config).eval().model.foveated_encoder
+    frames = torch.randn(2, 3, config.frame_size, config.frame_size)
+    _, cache = encoder.encode_patches(frames, return_patch_states=False)
+    queries = torch.randn(2, 1, config.query_dim)
+    free, free_maps = encoder.query(queries, cache, return_fixations=True)
+    everywhere = torch.ones(2, 1, *cache.grid, dtype=torch.bool)
+    torch.testing.assert_close(encoder.query(queries, cache, patch_mask=everywhere), free)
+    one = torch.zeros_like(everywhere)
+    one[0, 0, 1, 2] = one[1, 0, 0, 0] = True
+    forced, maps = encoder.query(queries, cache, return_fixations=True, patch_mask=one)
+    torch.testing.assert_close(maps, one.float())  # all of each map on its one patch
+    assert not torch.allclose(forced, free)
+    for bad, message in (
+        (one.float(), "bool tensor of shape"),
+        (one[:, :, :1], "bool tensor of shape"),
+        (torch.zeros_like(one), "no patch to look at"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            encoder.query(queries, cache, patch_mask=bad)
+
+
+def test_glimpse_windows_are_the_patches_near_each_centre_clipped_at_the_edges():
+    from foveated_vlm.training.foveation_losses import glimpse_windows
+
+    windows = glimpse_windows(torch.tensor([0, 9, 15]), (4, 4), radius=1)  # [3, 4, 4]
+    assert windows[0].nonzero().tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]  # a corner: 2 x 2
+    assert windows[1].sum() == 9 and windows[1, 1:4, 0:3].all()  # row 2, column 1: 3 x 3 around it
+    assert windows[2].sum() == 4 and windows[2, 2:, 2:].all()
+    assert glimpse_windows(torch.tensor([6]), (4, 4), radius=0)[0].nonzero().tolist() == [[1, 2]]
+
+
+def test_the_glimpse_policy_raises_the_places_that_answered_better():
+    from foveated_vlm.training.foveation_losses import glimpse_policy_loss
+
+    logits = torch.zeros(1, 1, 1, 2, 2, requires_grad=True)  # one video, frame and glimpse on a 2 x 2 grid
+    maps = logits.flatten(-2).softmax(-1).view_as(logits)
+    centres = torch.tensor([0, 3, 3]).view(3, 1, 1, 1)  # three draws: patch 0 once, patch 3 twice
+    losses = torch.tensor([[0.2], [1.0], [1.0]])  # the draw at patch 0 answered best
+    glimpse_policy_loss(maps, centres, losses).backward()
+    step = -logits.grad.flatten()  # gradient descent's direction on each patch's logit
+    assert step[0] > 0 > step[3] and step[1].abs() < 1e-6 and step[2].abs() < 1e-6  # advantages sum to 0
+    equal = glimpse_policy_loss(maps.detach().requires_grad_(), centres, torch.ones(3, 1))
+    assert equal == 0  # no draw better than another: nothing to learn
+
+
+def test_sampled_glimpses_answer_from_the_patches_drawn_and_leave_the_batch_norms_alone():
+    from foveated_vlm.training.foveation_losses import glimpse_windows, sampled_glimpses
+
+    torch.manual_seed(0)
+    config = tiny_config(token_norm="batch", glimpse_location=True)
+    model = FoveatedVLMForConditionalGeneration(config).train()
+    inputs = tiny_batch(config, batch=2, frames=3)
+    inputs.pop("target_latents")
+    outputs = model(**inputs, output_attentions=True)
+    norms = {name: buffer.clone() for name, buffer in model.named_buffers() if "running" in name}
+    centres, losses = sampled_glimpses(model, inputs, outputs.queries, outputs.fixations_fine, samples=3, radius=0)
+    assert centres.shape == (3, 2, 3, 1) and losses.shape == (3, 2)
+    assert model.training  # given back in training mode, its running statistics untouched
+    for name, buffer in model.named_buffers():
+        if name in norms:
+            torch.testing.assert_close(buffer, norms[name])
+    maps = outputs.fixations_fine.detach().flatten(-2)  # [B, T, K, P]
+    drawn = maps.expand(3, *maps.shape).gather(-1, centres.unsqueeze(-1))  # [S, B, T, K, 1]
+    assert (drawn > 0).all()  # each centre is a place its map could look
+    model.eval()
+    for s in range(3):  # each draw's loss is the fine pass's read through that draw's windows alone
+        mask = glimpse_windows(centres[s], tuple(outputs.fixations_fine.shape[-2:]), radius=0)
+        expected = per_video_caption_loss_masked(model, inputs, outputs.queries.detach(), mask)
+        torch.testing.assert_close(losses[s], expected, rtol=1e-4, atol=1e-5)
+
+
+def per_video_caption_loss_masked(model, inputs, queries, mask):
+    losses = []
+    for b in range(queries.shape[0]):
+        one = {name: value[b : b + 1] for name, value in inputs.items()}
+        with torch.no_grad():
+            out = model(**one, fine_queries=queries[b : b + 1], fine_patch_mask=mask[b : b + 1])
+        losses.append(out.caption_loss_fine)
+    return torch.stack(losses)
+
+
+def test_the_trainer_adds_and_logs_the_glimpse_policy_loss(tmp_path):
+    from transformers import TrainingArguments
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = FoveatedVLMForConditionalGeneration(config)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = FoveatedTrainer(model=model, args=args, foveation=FoveationLosses(glimpse_samples=4))
+    inputs = tiny_batch(config, batch=2, frames=2)
+    model.train()
+    loss, outputs = trainer.compute_loss(model, inputs, return_outputs=True)
+    term = trainer._sums["train"]["glimpse_policy_loss"]
+    torch.testing.assert_close(loss.detach(), outputs.loss.detach() + term)  # weight 1
+    assert trainer._sums["train"]["glimpse_draw_loss"] > 0
+    loss.backward()
+    assert model.model.query_head.weight.grad.abs().sum() > 0
+    model.eval()
+    trainer._sums["eval"].clear()
+    trainer.compute_loss(model, inputs)
+    assert "glimpse_policy_loss" not in trainer._sums["eval"]  # evaluation is the task's loss alone
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"glimpse_samples": 1}, "--glimpse_samples 1 must be 0"),
+        ({"glimpse_samples": -2}, "--glimpse_samples -2 must be 0"),
+        ({"glimpse_radius": -1}, "--glimpse_radius -1 must be"),
+        ({"glimpse_policy_weight": 0.0}, "--glimpse_policy_weight 0.0 is invalid"),
+    ],
+)
+def test_bad_glimpse_policy_settings_name_the_flag(flags, message):
+    with pytest.raises(ValueError, match=message):
+        FoveationLosses(**flags)
+
+
+def test_the_glimpse_probe_scores_soft_named_and_drawn_glimpses_of_a_saved_model(tmp_path):
+    import glimpse_probe
+    from test_cli import save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "model", glimpse_location=True)
+    result = glimpse_probe.main(["--model", str(checkpoint), "--objects", "2", "--clips", "6", "--draws", "3"])
+    assert result["objects"] == 2 and result["clips"] == 6
+    for name in ("soft", "named", "draws", "best_draw"):
+        assert result[name] > 0 and torch.isfinite(torch.tensor(result[name])), name
+    assert result["best_draw"] <= result["draws"]  # the best of a video's draws is no worse than their mean
+    two = glimpse_probe.clutter_clips(objects=2, clips=3, seed=1, frame_size=32, num_frames=4)
+    assert [len(sample_objects(clip)) for clip in two] == [2, 2, 2]  # the curriculum's two-object stage
+
+
+def sample_objects(clip):
+    import json
+
+    truth = clip["ground_truth"]
+    return (json.loads(truth) if isinstance(truth, str) else truth)["objects"]

@@ -261,7 +261,7 @@ def test_fine_queries_of_a_wrong_shape_name_the_shape():
     with pytest.raises(ValueError, match=r"fine_queries must have shape \[B, T, K, query_dim\] = \[2, 4, 2, 16\].*"
                        r"got \[2, 4, 1, 16\]"):  # fmt: skip
         model(**batch, fine_queries=torch.randn(2, 4, 1, 16))
-    with pytest.raises(ValueError, match="fine_queries were given without pixel_values_videos"):
+    with pytest.raises(ValueError, match="fine_patch_mask were given without pixel_values_videos"):
         model(input_ids=batch["input_ids"][:, :3], fine_queries=torch.randn(2, 4, 2, 16))
 
 

@@ -3,9 +3,12 @@
 The core model computes what a saved model computes: its contract loss (reconstruction and caption, both passes).
 What only the experiment turns lives here and never in a saved config: the seeds' two regularisers, the supervised
 fixation loss with its schedule, the glimpse search (no labels: the planned queries are pulled towards the
-perturbed ones that answered best), and the random-query control (the fine pass reads every frame with fresh
-std-1 queries instead of the planned ones, so any fine/coarse gap it shows is not from choosing). `FoveatedTrainer`
-takes a `FoveationLosses` and adds its terms to the model's loss; train.py builds it from its foveation flags.
+perturbed ones that answered best), the glimpse policy (no labels either: hard glimpses sampled from the planned
+fixation maps, each answered by the model, and the score-function estimator, REINFORCE, raising the log-probability
+of the glimpses that answered better than the others of their video), and the random-query control (the fine
+pass reads every frame with fresh std-1 queries instead of the planned ones, so any fine/coarse gap it shows is not
+from choosing). `FoveatedTrainer` takes a `FoveationLosses` and adds its terms to the model's loss; train.py builds
+it from its foveation flags.
 """
 
 from dataclasses import dataclass, field
@@ -23,8 +26,12 @@ __all__ = [
     "entropy_margin_loss",
     "best_glimpses",
     "fixation_loss",
+    "glimpse_policy_loss",
     "glimpse_search_loss",
+    "glimpse_windows",
     "random_fine_queries",
+    "sampled_glimpses",
+    "video_losses",
 ]
 
 FINE_QUERIES = ("predicted", "random")  # what the fine pass reads with: the planned queries, or the control's draws
@@ -81,33 +88,101 @@ def best_glimpses(
     batch, copies = planned.shape[0], 1 + candidates
     queries = planned.detach().repeat(copies, 1, 1, 1)  # [copies*B, T, K, qd], copy-major
     queries[batch:] += noise * torch.randn_like(queries[batch:])
-    repeated = {
-        name: value.repeat(copies, *[1] * (value.dim() - 1))
-        for name, value in inputs.items()
-        if name in ("input_ids", "attention_mask", "pixel_values_videos")
-    }
-    cache = model.model.encode_video(inputs["pixel_values_videos"])  # [B*T] frames -> copy-major [copies*B*T]
-    cache = VisionKVCache(
-        [k.repeat(copies, 1, 1, 1) for k in cache.keys],
-        [v.repeat(copies, 1, 1, 1) for v in cache.values],
-        cache.num_prefix_tokens,
-        cache.grid,
-    )
     encoder = model.model.foveated_encoder
     own_temperature = encoder.query_temperature
     encoder.query_temperature = temperature or own_temperature
     try:
-        outputs = model.model(**repeated, vision_cache=cache, fine_queries=queries)
+        video_loss = video_losses(model, inputs, copies, queries)
     finally:
         encoder.query_temperature = own_temperature
+    best = video_loss.view(copies, batch).argmin(0)  # [B]: which copy answered each video best
+    return queries.view(copies, *planned.shape)[best, torch.arange(batch, device=best.device)]  # [B, T, K, qd]
+
+
+def video_losses(model, inputs: dict, copies: int, queries: torch.Tensor, patch_mask=None) -> torch.Tensor:
+    """Per-video caption cross-entropy `[copies*B]` of the fine pass alone over the batch repeated `copies` times
+    (copy-major), read with `queries` `[copies*B, T, K, qd]` (and `patch_mask`), on one patch pass.
+
+    In eval mode: no dropout, and the batch norms read their running statistics instead of adding the copies'
+    (which are not training batches) to them."""
+    base, was_training = model.model, model.training
+    repeated = {name: inputs[name].repeat(copies, *[1] * (inputs[name].dim() - 1)) for name in ("input_ids",)}
+    mask = inputs.get("attention_mask")
+    mask = None if mask is None else mask.repeat(copies, 1)
+    model.eval()
+    try:
+        cache = base.encode_video(inputs["pixel_values_videos"])  # [B*T] frames -> copy-major [copies*B*T]
+        cache = VisionKVCache(
+            [k.repeat(copies, 1, 1, 1) for k in cache.keys],
+            [v.repeat(copies, 1, 1, 1) for v in cache.values],
+            cache.num_prefix_tokens,
+            cache.grid,
+        )
+        video = base.video_layout(repeated["input_ids"], inputs["pixel_values_videos"].repeat(copies, 1, 1, 1, 1))
+        positions = None if mask is None else (mask.long().cumsum(-1) - 1).clamp_min(0)  # as the forward's
+        outputs = base.fine_pass(queries, video, cache, False, patch_mask, attention_mask=mask, position_ids=positions)
+    finally:
+        model.train(was_training)
     labels = inputs["labels"].repeat(copies, 1)[:, 1:]  # [copies*B, L-1]: the token each position predicts
     supervised = labels != -100
     logits = model.lm_head(outputs.last_hidden_state[:, :-1][supervised])  # [M, vocab]
     token_loss = torch.zeros(supervised.shape, device=logits.device)
     token_loss[supervised] = F.cross_entropy(logits.float(), labels[supervised], reduction="none")
-    video_loss = token_loss.sum(-1) / supervised.sum(-1).clamp_min(1)  # [copies*B]
-    best = video_loss.view(copies, batch).argmin(0)  # [B]: which copy answered each video best
-    return queries.view(copies, *planned.shape)[best, torch.arange(batch, device=best.device)]  # [B, T, K, qd]
+    return token_loss.sum(-1) / supervised.sum(-1).clamp_min(1)  # [copies*B]
+
+
+def glimpse_windows(centres: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:
+    """Flat patch indices `[...]` on a `grid` (gh, gw) -> bool masks `[..., gh, gw]` of the square of patches within
+    `radius` of each (clipped at the frame's edges): where a hard glimpse centred there may look."""
+    gh, gw = grid
+    rows = torch.arange(gh, device=centres.device)
+    cols = torch.arange(gw, device=centres.device)
+    near_row = ((centres // gw).unsqueeze(-1) - rows).abs() <= radius  # [..., gh]
+    near_col = ((centres % gw).unsqueeze(-1) - cols).abs() <= radius  # [..., gw]
+    return near_row.unsqueeze(-1) & near_col.unsqueeze(-2)  # [..., gh, gw]
+
+
+@torch.no_grad()
+def sampled_glimpses(
+    model, inputs: dict, planned: torch.Tensor, fixations: torch.Tensor, samples: int, radius: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard glimpses drawn from the planned fine fixations, and how well each answered.
+
+    For each of `samples` copies of the batch, every frame's glimpse centre is drawn from its planned fine map
+    `fixations` `[B, T, K, gh, gw]`; the planned queries `planned` `[B, T, K, qd]` then read only the patches within
+    `radius` of it (`fine_patch_mask`), and the language model answers from those tokens. One forward of the model
+    (no gradient) over the copies, on one patch pass. Returns the centres `[S, B, T, K]` (flat patch indices) and
+    each copy's per-video caption cross-entropy `[S, B]`, the task's own loss: nothing says where anything is.
+    """
+    batch, grid = planned.shape[0], tuple(fixations.shape[-2:])
+    probabilities = fixations.detach().float().flatten(-2).flatten(0, -2)  # [B*T*K, P]
+    centres = torch.multinomial(probabilities, samples, replacement=True)  # [B*T*K, S]
+    centres = centres.t().reshape(samples, *fixations.shape[:3])  # [S, B, T, K]
+    masks = glimpse_windows(centres, grid, radius).flatten(0, 1)  # [S*B, T, K, gh, gw], copy-major
+    queries = planned.detach().repeat(samples, 1, 1, 1)  # [S*B, T, K, qd]
+    video_loss = video_losses(model, inputs, samples, queries, masks)
+    return centres, video_loss.view(samples, batch)
+
+
+def glimpse_policy_loss(fixations: torch.Tensor, centres: torch.Tensor, draw_losses: torch.Tensor) -> torch.Tensor:
+    """REINFORCE with a leave-one-out baseline over the sampled glimpses (`sampled_glimpses`).
+
+    fixations: the planned fine maps `[B, T, K, gh, gw]`, with their gradient (the policy); centres `[S, B, T, K]`:
+    the glimpses drawn from them; draw_losses `[S, B]`: each draw's answer loss. Each draw's advantage is its loss
+    against the mean of the video's other draws; minimising `advantage * log p(draw)` (mean over draws and videos)
+    raises the probability of the places that answered better than the video's other draws and lowers the rest.
+    The advantages are divided by their spread over the batch (at least 0.01 nats), so the step keeps its size as
+    the answers' differences shrink; its expected direction is the gradient of the expected answer loss of hard
+    glimpses. Needs 2 draws or more.
+    """
+    samples = centres.shape[0]
+    log_maps = fixations.float().flatten(-2).clamp_min(1e-12).log()  # [B, T, K, P]
+    chosen = log_maps.unsqueeze(0).expand(samples, *log_maps.shape).gather(-1, centres.unsqueeze(-1))  # [S,B,T,K,1]
+    log_probability = chosen.flatten(2).sum(-1)  # [S, B]: a draw's frames and glimpses are drawn independently
+    others = (draw_losses.sum(0, keepdim=True) - draw_losses) / (samples - 1)  # [S, B]
+    advantage = (draw_losses - others).detach()  # > 0: this draw answered worse than the video's others
+    advantage = advantage / advantage.std().clamp_min(0.01)  # unit spread: the step does not shrink with the loss
+    return (advantage * log_probability).mean()
 
 
 def random_fine_queries(config, pixel_values_videos: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -129,7 +204,9 @@ class FoveationLosses:
     many optimizer steps, then release the queries; 0: throughout. glimpse_search: perturbed fine queries tried
     per video on each training step (`best_glimpses`, with `glimpse_noise` and `glimpse_temperature`); the planned
     queries are pulled towards the best answer's (`glimpse_search_loss` at `glimpse_search_weight`); no label is
-    read. fine_queries: "random" is the control.
+    read. glimpse_samples: hard glimpses drawn per video each step from the planned fine maps (`sampled_glimpses`,
+    each reading the patches within `glimpse_radius` of its centre), the maps trained by REINFORCE on their answers
+    (`glimpse_policy_loss` at `glimpse_policy_weight`); no label is read. fine_queries: "random" is the control.
     """
 
     fine_queries: str = field(default="predicted", metadata={"help": "'random': the random-query control"})
@@ -151,6 +228,12 @@ class FoveationLosses:
     glimpse_temperature: float | None = field(
         default=None, metadata={"help": "query temperature of the searched glimpses (default: the model's)"}
     )
+    glimpse_samples: int = field(
+        default=0,
+        metadata={"help": "hard glimpses drawn per video each step from the planned maps, trained by REINFORCE"},
+    )
+    glimpse_radius: int = field(default=1, metadata={"help": "a drawn glimpse reads the patches this near its centre"})
+    glimpse_policy_weight: float = field(default=1.0, metadata={"help": "weight of the glimpse policy loss"})
 
     def __post_init__(self):
         # Messages name the train.py flags: this dataclass is their argument group.
@@ -163,7 +246,14 @@ class FoveationLosses:
             raise ValueError(f"--fixation_loss_steps {self.fixation_loss_steps!r} must be >= 0 (0: never stop)")
         if not isinstance(self.glimpse_search, int) or self.glimpse_search < 0:
             raise ValueError(f"--glimpse_search {self.glimpse_search!r} must be an integer >= 0 (0: off)")
-        for name in ("glimpse_noise", "glimpse_search_weight"):
+        if not isinstance(self.glimpse_samples, int) or self.glimpse_samples == 1 or self.glimpse_samples < 0:
+            raise ValueError(
+                f"--glimpse_samples {self.glimpse_samples!r} must be 0 (off) or an integer >= 2 (each draw's "
+                "baseline is the video's other draws)"
+            )
+        if not isinstance(self.glimpse_radius, int) or self.glimpse_radius < 0:
+            raise ValueError(f"--glimpse_radius {self.glimpse_radius!r} must be an integer >= 0 (0: one patch)")
+        for name in ("glimpse_noise", "glimpse_search_weight", "glimpse_policy_weight"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} {getattr(self, name)!r} is invalid; expected a number > 0")
         if self.glimpse_temperature is not None and not self.glimpse_temperature > 0:
@@ -185,11 +275,16 @@ class FoveationLosses:
         return random_fine_queries(config, pixel_values_videos, dtype)
 
     def terms(
-        self, outputs, fixation_targets: torch.Tensor | None = None, glimpse_targets: torch.Tensor | None = None
+        self,
+        outputs,
+        fixation_targets: torch.Tensor | None = None,
+        glimpse_targets: torch.Tensor | None = None,
+        glimpse_draws: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The terms that are on, by the name they are logged under, from a forward's outputs (which need the
-        fixations, `output_attentions=True`, for the entropy margin and the fixation loss). `fixation_targets`
-        `[B, T, gh, gw]`: pass them only on the steps the fixation loss supervises."""
+        fixations, `output_attentions=True`, for the entropy margin, the fixation loss and the glimpse policy).
+        `fixation_targets` `[B, T, gh, gw]`: pass them only on the steps the fixation loss supervises;
+        `glimpse_targets`: `best_glimpses`'; `glimpse_draws`: `sampled_glimpses`' centres and losses."""
         terms = {}
         if self.contrastive_loss_weight > 0 and outputs.vision_tokens_fine is not None:
             terms["contrastive_loss"] = contrastive_loss(outputs.vision_tokens_fine, outputs.vision_tokens_coarse)
@@ -209,6 +304,8 @@ class FoveationLosses:
             terms["fixation_loss"] = fixation_loss(outputs.fixations_fine, fixation_targets)
         if glimpse_targets is not None:
             terms["glimpse_search_loss"] = glimpse_search_loss(outputs.queries, glimpse_targets)
+        if glimpse_draws is not None:
+            terms["glimpse_policy_loss"] = glimpse_policy_loss(outputs.fixations_fine, *glimpse_draws)
         return terms
 
     def weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor | int:
@@ -218,5 +315,6 @@ class FoveationLosses:
             "entropy_margin_loss": self.entropy_margin_loss_weight,
             "fixation_loss": self.fixation_loss_weight,
             "glimpse_search_loss": self.glimpse_search_weight,
+            "glimpse_policy_loss": self.glimpse_policy_weight,
         }
         return sum(weights[name] * term for name, term in terms.items())

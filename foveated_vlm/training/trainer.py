@@ -4,15 +4,16 @@ The Trainer logs only `loss` by itself. Every logging step here also carries, av
 last log: `loss_fine`, `loss_coarse`, `ratio` (coarse / fine, > 1 means looking where the model chose helped),
 `caption_loss_fine`, `caption_loss_coarse`, `caption_ratio` where captions are trained, and the fixation entropies
 of both passes (nats over the patch grid; lower is more selective), and the foveation experiment's terms
-(`contrastive_loss`, `entropy_margin_loss`, `fixation_loss`, `glimpse_search_loss`) when they are on. Evaluation
-reports the same keys with the `eval_` prefix.
+(`contrastive_loss`, `entropy_margin_loss`, `fixation_loss`, `glimpse_search_loss`, `glimpse_policy_loss`, with
+`glimpse_draw_loss`, the drawn glimpses' mean answer loss) when they are on. Evaluation reports the same keys with
+the `eval_` prefix.
 
 The experiment (`foveation=FoveationLosses(...)`, see `foveation_losses`): its terms are added to the model's loss
 here, the model never sees them; batches carrying `fixation_targets` (the collator's, on clutter clips) have them
 popped here and read by the fixation loss while it supervises; the random-query control draws the fine pass's queries
-for every training and evaluation step; the glimpse search runs on training steps only (one more forward, no
-gradient, over perturbed copies of the batch). Evaluation never reads fixation targets: held-out losses are the
-task's alone.
+for every training and evaluation step; the glimpse search and the glimpse policy run on training steps only (one
+more forward each, no gradient, over perturbed or hard-glimpsed copies of the batch). Evaluation never reads
+fixation targets: held-out losses are the task's alone.
 
 Data: batches from `SkippingCollator(report_counts=True)` carry `sample_counts`, which training steps pop (the
 model never sees them) and every training log sums over ranks into running totals: `data/succeeded`,
@@ -46,7 +47,7 @@ from ..data.sample_counts import SAMPLE_COUNTS_KEY, SampleCounts
 from ..modeling_foveated import fixation_entropy
 from .checkpoints import load_strictly, naming_the_disk, resume_problems, saved_step
 from .finetuning import optimizer_groups
-from .foveation_losses import FoveationLosses, best_glimpses
+from .foveation_losses import FoveationLosses, best_glimpses, sampled_glimpses
 
 __all__ = ["FoveatedTrainer", "ratio_metrics"]
 
@@ -194,7 +195,17 @@ class FoveatedTrainer(Trainer):
                 foveation.glimpse_noise,
                 foveation.glimpse_temperature,
             )
-        terms = foveation.terms(outputs, fixation_targets, glimpse_targets)
+        glimpse_draws = None
+        if model.training and foveation.glimpse_samples and "labels" in inputs:
+            glimpse_draws = sampled_glimpses(  # no gradient, like the search
+                self.accelerator.unwrap_model(model),
+                inputs,
+                outputs.queries,
+                outputs.fixations_fine,
+                foveation.glimpse_samples,
+                foveation.glimpse_radius,
+            )
+        terms = foveation.terms(outputs, fixation_targets, glimpse_targets, glimpse_draws)
         loss = outputs.loss + foveation.weighted(terms)
         if not torch.isfinite(loss):  # one sync per step: the price of naming the step that went wrong
             losses = {name: _item(getattr(outputs, name)) for name in self._PASS_METRICS}
@@ -208,6 +219,8 @@ class FoveatedTrainer(Trainer):
         # Detached tensors, summed on the device: converting to numbers only when logging avoids a sync per step.
         values = {name: getattr(outputs, name) for name in self._PASS_METRICS}
         values.update(terms)
+        if glimpse_draws is not None:
+            values["glimpse_draw_loss"] = glimpse_draws[1].mean()
         for name in ("fine", "coarse"):
             fixations = getattr(outputs, f"fixations_{name}")
             values[f"fixation_entropy_{name}"] = (

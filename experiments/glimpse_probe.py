@@ -1,0 +1,89 @@
+"""Do a model's answers rank hard glimpses by where they look? The question behind the glimpse policy
+(docs/foveation_experiment.md, "Without labels"): REINFORCE over sampled glimpses can only learn to look at the
+named object if a glimpse on it answers better than the glimpses the model draws itself.
+
+For generated clutter clips with a given number of objects (a stream no run trains on), each video's answer loss is
+measured four ways, all through the model's own fine pass with its planned queries: read softly as in evaluation;
+with every frame's glimpse forced onto the patches the named object covers (the generator's ground truth: a
+diagnostic, never a training signal); and as the mean and the best of `--draws` hard glimpses drawn from its maps
+(`sampled_glimpses`, what the glimpse policy trains on).
+
+    python experiments/glimpse_probe.py --model outputs/clutter-emergent --objects 2
+"""
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from foveated_vlm import FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor  # noqa: E402
+from foveated_vlm.data.pipeline import build_dataset  # noqa: E402
+from foveated_vlm.data.sample_counts import SAMPLE_COUNTS_KEY  # noqa: E402
+from foveated_vlm.training.data_collator import VideoTextCollator  # noqa: E402
+from foveated_vlm.training.foveation_losses import sampled_glimpses, video_losses  # noqa: E402
+
+
+def clutter_clips(objects: int, clips: int, seed: int, frame_size: int, num_frames: int) -> list:
+    """`clips` quadrant questions about scenes of `objects` objects (1-3 from the curriculum's stages, else the full
+    scene)."""
+    options = dict(seed=seed, frame_size=frame_size, num_frames=num_frames, task="clutter", question="quadrant")
+    if objects >= 4:
+        return list(itertools.islice(build_dataset("clutter", **options), clips))
+    staged = build_dataset("clutter", curriculum_clips=3 * clips, **options)  # a third each of 1, 2 and 3 objects
+    return list(itertools.islice(staged, 3 * clips))[(objects - 1) * clips : objects * clips]
+
+
+@torch.no_grad()
+def glimpse_probe(model, processor, samples, draws: int = 8, radius: int = 1, batch_size: int = 8) -> dict:
+    """Mean answer loss per video: `soft`, `named` (glimpses on the named object), `draws` and `best_draw`."""
+    grid = model.config.frame_size // model.config.patch_size
+    collator = VideoTextCollator(processor, None, fixation_grid=grid)
+    model.eval()
+    totals = {"soft": [], "named": [], "draws": [], "best_draw": []}
+    for start in range(0, len(samples), batch_size):
+        batch = collator(samples[start : start + batch_size])
+        batch.pop(SAMPLE_COUNTS_KEY, None)
+        batch.pop("target_latents", None)
+        named = batch.pop("fixation_targets")  # [B, T, gh, gw]
+        outputs = model(**batch, output_attentions=True)
+        planned = outputs.queries  # [B, T, K, qd]
+        on_named = named.unsqueeze(2).expand(*planned.shape[:3], *named.shape[-2:])  # every glimpse on the target
+        totals["soft"].append(video_losses(model, batch, 1, planned))
+        totals["named"].append(video_losses(model, batch, 1, planned, on_named))
+        _, drawn = sampled_glimpses(model, batch, planned, outputs.fixations_fine, draws, radius)  # [S, B]
+        totals["draws"].append(drawn.mean(0))
+        totals["best_draw"].append(drawn.min(0).values)
+    return {name: torch.cat(values).mean().item() for name, values in totals.items()}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a saved clutter model (train.py's output folder)")
+    parser.add_argument("--objects", type=int, default=2, help="objects per scene: 1-3, or 4 for the full scene")
+    parser.add_argument("--clips", type=int, default=120)
+    parser.add_argument("--draws", type=int, default=8, help="hard glimpses drawn per video")
+    parser.add_argument("--radius", type=int, default=1, help="a drawn glimpse reads the patches this near its centre")
+    parser.add_argument("--seed", type=int, default=4242, help="the clip stream's seed (no run trains on it)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    model = FoveatedVLMForConditionalGeneration.from_pretrained(args.model)
+    processor = FoveatedVLMProcessor.from_pretrained(args.model)
+    frames = processor.video_processor.num_frames
+    samples = clutter_clips(args.objects, args.clips, args.seed, model.config.frame_size, frames)
+    result = {
+        "objects": args.objects,
+        "clips": len(samples),
+        **glimpse_probe(model, processor, samples, args.draws, args.radius),
+    }
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
