@@ -680,8 +680,9 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
             target_latents: `[B, T, C, h, w]` reconstruction targets, or None.
             labels: `[B, L]` caption labels (unshifted, -100 = ignore), or None.
             output_attentions: return fixation maps of both passes.
-            fine_queries: `[B, T, K, query_dim]` for the fine pass instead of the planned queries, and
-            fine_patch_mask: `[B, T, K, gh, gw]` bool, where its queries may look (see `FoveatedVLMModel.forward`).
+            fine_queries: `[B, T, K, query_dim]` for the fine pass instead of the planned queries (see
+                `FoveatedVLMModel.forward`).
+            fine_patch_mask: `[B, T, K, gh, gw]` bool: where the fine pass's queries may look (see there too).
             kwargs: `num_items_in_batch` (the Trainer's) divides the caption loss; the rest go to the language
                 model (`output_hidden_states=True`: the fine pass's hidden states in `hidden_states`).
         With `return_dict=False`, a tuple of the outputs that are not None, `loss` first when there is one.

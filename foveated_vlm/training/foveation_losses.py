@@ -83,7 +83,9 @@ def best_glimpses(
     is the lowest caption cross-entropy of that video, the task's own loss: nothing says where anything is. Where
     the planned queries answer best, they are the target. `temperature`: the candidates read with this
     query temperature instead of the model's (lower: sharper glimpses that differ from each other, where the
-    planned maps are still near flat).
+    planned maps are still near flat). The candidates are scored in eval mode (`video_losses`); the glimpse-search
+    runs in docs/foveation_experiment.md scored them in training mode, which also fed the copies to the batch
+    norms' running statistics (fixed).
     """
     batch, copies = planned.shape[0], 1 + candidates
     queries = planned.detach().repeat(copies, 1, 1, 1)  # [copies*B, T, K, qd], copy-major
@@ -104,9 +106,9 @@ def video_losses(model, inputs: dict, copies: int, queries: torch.Tensor, patch_
     (copy-major), read with `queries` `[copies*B, T, K, qd]` (and `patch_mask`), on one patch pass.
 
     In eval mode: no dropout, and the batch norms read their running statistics instead of adding the copies'
-    (which are not training batches) to them."""
+    (which are not training batches) to them. Call it without gradients (its callers are `torch.no_grad`)."""
     base, was_training = model.model, model.training
-    repeated = {name: inputs[name].repeat(copies, *[1] * (inputs[name].dim() - 1)) for name in ("input_ids",)}
+    input_ids = inputs["input_ids"].repeat(copies, 1)
     mask = inputs.get("attention_mask")
     mask = None if mask is None else mask.repeat(copies, 1)
     model.eval()
@@ -118,9 +120,11 @@ def video_losses(model, inputs: dict, copies: int, queries: torch.Tensor, patch_
             cache.num_prefix_tokens,
             cache.grid,
         )
-        video = base.video_layout(repeated["input_ids"], inputs["pixel_values_videos"].repeat(copies, 1, 1, 1, 1))
+        video = base.video_layout(input_ids, inputs["pixel_values_videos"].repeat(copies, 1, 1, 1, 1))
         positions = None if mask is None else (mask.long().cumsum(-1) - 1).clamp_min(0)  # as the forward's
-        outputs = base.fine_pass(queries, video, cache, False, patch_mask, attention_mask=mask, position_ids=positions)
+        outputs = base.fine_pass(
+            queries, video, cache, False, patch_mask, attention_mask=mask, position_ids=positions, use_cache=False
+        )
     finally:
         model.train(was_training)
     labels = inputs["labels"].repeat(copies, 1)[:, 1:]  # [copies*B, L-1]: the token each position predicts
@@ -172,8 +176,9 @@ def glimpse_policy_loss(fixations: torch.Tensor, centres: torch.Tensor, draw_los
     against the mean of the video's other draws; minimising `advantage * log p(draw)` (mean over draws and videos)
     raises the probability of the places that answered better than the video's other draws and lowers the rest.
     The advantages are divided by their spread over the batch (at least 0.01 nats), so the step keeps its size as
-    the answers' differences shrink; its expected direction is the gradient of the expected answer loss of hard
-    glimpses. Needs 2 draws or more.
+    the answers' differences shrink; before that division the estimate is unbiased for the gradient of the expected
+    answer loss of hard glimpses, after it only roughly so. The maps' gradient reaches the planned queries and also
+    the ViT's keys, which the static queries share. Needs 2 draws or more.
     """
     samples = centres.shape[0]
     log_maps = fixations.float().flatten(-2).clamp_min(1e-12).log()  # [B, T, K, P]
