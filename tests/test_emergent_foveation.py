@@ -72,14 +72,30 @@ def test_the_stream_equals_the_parallel_forward_with(options):
             torch.testing.assert_close(step.next_query, parallel.queries[:, t + 1], rtol=0, atol=1e-4)
 
 
-def per_video_caption_loss(model, inputs, queries):
-    """Each video's mean caption cross-entropy of the fine pass read with `queries`, one video at a time."""
+def per_video_caption_loss(model, inputs, queries, mask=None):
+    """Each video's mean caption cross-entropy of the fine pass read with `queries` (and `mask`), one at a time."""
     losses = []
     for b in range(queries.shape[0]):
         one = {name: value[b : b + 1] for name, value in inputs.items()}
+        fine = {} if mask is None else {"fine_patch_mask": mask[b : b + 1]}
         with torch.no_grad():
-            losses.append(model(**one, fine_queries=queries[b : b + 1]).caption_loss_fine)
+            losses.append(model(**one, fine_queries=queries[b : b + 1], **fine).caption_loss_fine)
     return torch.stack(losses)
+
+
+def one_trainer_step(tmp_path, **foveation):
+    """A `FoveatedTrainer` with these foveation flags, after one training `compute_loss` on a tiny batch."""
+    from transformers import TrainingArguments
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = FoveatedVLMForConditionalGeneration(config)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = FoveatedTrainer(model=model, args=args, foveation=FoveationLosses(**foveation))
+    inputs = tiny_batch(config, batch=2, frames=2)
+    model.train()
+    loss, outputs = trainer.compute_loss(model, inputs, return_outputs=True)
+    return trainer, model, inputs, loss, outputs
 
 
 def test_the_glimpse_search_returns_each_videos_best_answering_queries():
@@ -119,25 +135,21 @@ def test_candidates_read_at_the_search_temperature_and_the_model_keeps_its_own()
     assert sharp.shape == soft.shape == planned.shape
 
 
-def test_the_trainer_adds_and_logs_the_glimpse_search_loss(tmp_path):
-    from transformers import TrainingArguments
+def evaluated(trainer, model, inputs) -> dict:
+    """What one evaluation `compute_loss` of `inputs` logs."""
+    model.eval()
+    trainer._sums["eval"].clear()
+    trainer.compute_loss(model, inputs)
+    return trainer._sums["eval"]
 
-    torch.manual_seed(0)
-    config = tiny_config()
-    model = FoveatedVLMForConditionalGeneration(config)
-    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
-    trainer = FoveatedTrainer(model=model, args=args, foveation=FoveationLosses(glimpse_search=2))
-    inputs = tiny_batch(config, batch=2, frames=2)
-    model.train()
-    loss, outputs = trainer.compute_loss(model, inputs, return_outputs=True)
+
+def test_the_trainer_adds_and_logs_the_glimpse_search_loss(tmp_path):
+    trainer, model, inputs, loss, outputs = one_trainer_step(tmp_path, glimpse_search=2)
     term = trainer._sums["train"]["glimpse_search_loss"]  # one step: the term itself
     torch.testing.assert_close(loss.detach(), outputs.loss.detach() + term)  # weight 1
     loss.backward()
     assert model.model.query_head.weight.grad is not None
-    model.eval()
-    trainer._sums["eval"].clear()
-    trainer.compute_loss(model, inputs)
-    assert "glimpse_search_loss" not in trainer._sums["eval"]  # evaluation is the task's loss alone
+    assert "glimpse_search_loss" not in evaluated(trainer, model, inputs)  # evaluation is the task's loss alone
 
 
 @pytest.mark.parametrize(
@@ -146,6 +158,10 @@ def test_the_trainer_adds_and_logs_the_glimpse_search_loss(tmp_path):
         ({"glimpse_search": -1}, "--glimpse_search -1 must be"),
         ({"glimpse_noise": 0.0}, "--glimpse_noise 0.0 is invalid"),
         ({"glimpse_temperature": 0.0}, "--glimpse_temperature 0.0 is invalid"),
+        ({"glimpse_samples": 1}, "--glimpse_samples 1 must be 0"),
+        ({"glimpse_samples": -2}, "--glimpse_samples -2 must be 0"),
+        ({"glimpse_radius": -1}, "--glimpse_radius -1 must be"),
+        ({"glimpse_policy_weight": 0.0}, "--glimpse_policy_weight 0.0 is invalid"),
     ],
 )
 def test_bad_glimpse_settings_name_the_flag(flags, message):
@@ -290,31 +306,12 @@ def test_sampled_glimpses_answer_from_the_patches_drawn_and_leave_the_batch_norm
     model.eval()
     for s in range(3):  # each draw's loss is the fine pass's read through that draw's windows alone
         mask = glimpse_windows(centres[s], tuple(outputs.fixations_fine.shape[-2:]), radius=0)
-        expected = per_video_caption_loss_masked(model, inputs, outputs.queries.detach(), mask)
+        expected = per_video_caption_loss(model, inputs, outputs.queries.detach(), mask)
         torch.testing.assert_close(losses[s], expected, rtol=1e-4, atol=1e-5)
 
 
-def per_video_caption_loss_masked(model, inputs, queries, mask):
-    losses = []
-    for b in range(queries.shape[0]):
-        one = {name: value[b : b + 1] for name, value in inputs.items()}
-        with torch.no_grad():
-            out = model(**one, fine_queries=queries[b : b + 1], fine_patch_mask=mask[b : b + 1])
-        losses.append(out.caption_loss_fine)
-    return torch.stack(losses)
-
-
 def test_the_trainer_adds_and_logs_the_glimpse_policy_loss(tmp_path):
-    from transformers import TrainingArguments
-
-    torch.manual_seed(0)
-    config = tiny_config()
-    model = FoveatedVLMForConditionalGeneration(config)
-    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
-    trainer = FoveatedTrainer(model=model, args=args, foveation=FoveationLosses(glimpse_samples=4))
-    inputs = tiny_batch(config, batch=2, frames=2)
-    model.train()
-    loss, outputs = trainer.compute_loss(model, inputs, return_outputs=True)
+    trainer, model, inputs, loss, outputs = one_trainer_step(tmp_path, glimpse_samples=4)
     term = trainer._sums["train"]["glimpse_policy_loss"]
     torch.testing.assert_close(loss.detach(), outputs.loss.detach() + term)  # weight 1
     assert trainer._sums["train"]["glimpse_draw_loss"] > 0
@@ -324,24 +321,7 @@ def test_the_trainer_adds_and_logs_the_glimpse_policy_loss(tmp_path):
     policy = trainer.foveation.terms(outputs, glimpse_draws=draws)["glimpse_policy_loss"]
     policy.backward()  # the policy's own gradient, alone, reaches the heads that plan the queries
     assert model.model.query_head.weight.grad.abs().sum() > 0
-    model.eval()
-    trainer._sums["eval"].clear()
-    trainer.compute_loss(model, inputs)
-    assert "glimpse_policy_loss" not in trainer._sums["eval"]  # evaluation is the task's loss alone
-
-
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        ({"glimpse_samples": 1}, "--glimpse_samples 1 must be 0"),
-        ({"glimpse_samples": -2}, "--glimpse_samples -2 must be 0"),
-        ({"glimpse_radius": -1}, "--glimpse_radius -1 must be"),
-        ({"glimpse_policy_weight": 0.0}, "--glimpse_policy_weight 0.0 is invalid"),
-    ],
-)
-def test_bad_glimpse_policy_settings_name_the_flag(flags, message):
-    with pytest.raises(ValueError, match=message):
-        FoveationLosses(**flags)
+    assert "glimpse_policy_loss" not in evaluated(trainer, model, inputs)  # evaluation is the task's loss alone
 
 
 def test_the_glimpse_probe_scores_soft_named_and_drawn_glimpses_of_a_saved_model(tmp_path):
