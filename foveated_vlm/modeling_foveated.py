@@ -191,6 +191,11 @@ def fixation_centroid(fixations: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y], dim=-1)
 
 
+def mask_positions(attention_mask: torch.Tensor) -> torch.LongTensor:
+    """Position ids `[B, L]` from an attention mask `[B, L]`: left padding keeps each row's positions from 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
 def _standardise(values: torch.Tensor, norm: nn.BatchNorm1d | None) -> torch.Tensor:
     """Apply a batch norm (or nothing) to `[..., C]` values, with statistics over every leading position."""
     return values if norm is None else norm(values.flatten(0, -2)).view_as(values)
@@ -476,7 +481,7 @@ class FoveatedVLMModel(FoveatedVLMPreTrainedModel):
         if (fine_queries is not None or fine_patch_mask is not None) and pixel_values_videos is None:
             raise ValueError("fine_queries / fine_patch_mask were given without pixel_values_videos: they read frames")
         if position_ids is None and attention_mask is not None and past_key_values is None:
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # left padding keeps positions
+            position_ids = mask_positions(attention_mask)
         lm_kwargs = dict(attention_mask=attention_mask, position_ids=position_ids, **kwargs)
         # The fine pass is the one generation continues: it keeps the cache and gives the hidden states asked for.
         fine_kwargs = dict(lm_kwargs, past_key_values=past_key_values, use_cache=use_cache)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..encoder_foveated import VisionKVCache
-from ..modeling_foveated import fixation_entropy, target_share
+from ..modeling_foveated import fixation_entropy, mask_positions, target_share
 
 __all__ = [
     "FINE_QUERIES",
@@ -121,7 +121,7 @@ def video_losses(model, inputs: dict, copies: int, queries: torch.Tensor, patch_
             cache.grid,
         )
         video = base.video_layout(input_ids, inputs["pixel_values_videos"].repeat(copies, 1, 1, 1, 1))
-        positions = None if mask is None else (mask.long().cumsum(-1) - 1).clamp_min(0)  # as the forward's
+        positions = None if mask is None else mask_positions(mask)  # as the forward's
         outputs = base.fine_pass(
             queries, video, cache, False, patch_mask, attention_mask=mask, position_ids=positions, use_cache=False
         )
