@@ -191,6 +191,12 @@ def fixation_centroid(fixations: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y], dim=-1)
 
 
+def per_pass(values: torch.Tensor | None) -> tuple:
+    """`[passes, ...]` stacked fine-first (one or two passes) -> `(fine, coarse)`, None where a pass or the value is
+    missing."""
+    return (None, None) if values is None else (*values.unbind(0), None)[:2]
+
+
 def mask_positions(attention_mask: torch.Tensor) -> torch.LongTensor:
     """Position ids `[B, L]` from an attention mask `[B, L]`: left padding keeps each row's positions from 0."""
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
@@ -574,31 +580,38 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         self.lm_head = value
 
     def predict_next_latents(self, plan_hidden: torch.Tensor, target_latents: torch.Tensor) -> torch.Tensor:
-        """`[B, T, D]`, targets `[B, T, C, h, w]` -> predictions `[B, T, C, h, w]`, `[:, t]` from target t-1."""
+        """`[*passes, B, T, D]`, targets `[B, T, C, h, w]` -> predictions `[*passes, B, T, C, h, w]`, `[..., t]` from
+        target t-1 (the passes share one encoding of the targets: `LatentPredictor`)."""
         initial = self.initial_latent.expand(target_latents.shape[0], 1, *self.initial_latent.shape)
         previous = torch.cat([initial.to(target_latents.dtype), target_latents[:, :-1]], dim=1)  # [B, T, C, h, w]
         return self.predictor(plan_hidden, previous)
 
     def caption_loss(self, hidden: torch.Tensor, labels: torch.LongTensor, num_items_in_batch=None):
-        """Next-token cross-entropy of `[B, L, D]` hidden states against unshifted `labels` (-100 = ignore).
+        """Next-token cross-entropy of `[*passes, B, L, D]` hidden states against unshifted `labels` `[B, L]` (-100 =
+        ignore) -> one loss per pass, `[*passes]` (a scalar for `[B, L, D]`).
 
-        The language-model head runs on the supervised positions only: with a 49k-token vocabulary, full-sequence
-        logits for two passes cost more than the rest of a small model's step, and a caption is a few tokens.
+        The language-model head runs once, on the supervised positions of every pass: with a 49k-token vocabulary,
+        full-sequence logits cost more than the rest of a small model's step, and a caption is a few tokens; one call
+        for both passes also makes one `[vocab, D]` weight gradient in the backward instead of one per pass plus
+        their sum (each ~113 MB for SmolLM2's vocabulary).
         """
         targets = labels[:, 1:]  # [B, L-1]: the token each position predicts
         supervised = targets != -100
-        logits = self.lm_head(hidden[:, :-1][supervised])  # [M, vocab]
-        loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        logits = self.lm_head(hidden[..., :-1, :][..., supervised, :])  # [*passes, M, vocab]
+        chosen = targets[supervised].expand(logits.shape[:-1])  # [*passes, M]
+        loss = F.cross_entropy(logits.float().flatten(0, -2), chosen.flatten(), reduction="none")
         count = num_items_in_batch if num_items_in_batch is not None else supervised.sum().clamp_min(1)
-        return loss / count
+        return loss.view(chosen.shape).sum(-1) / count
 
     def pass_losses(self, hidden, plan_hidden, target_latents=None, labels=None, num_items_in_batch=None):
-        """One pass's predictions `[B, T, C, h, w]` and reconstruction MSE (None without targets) from its plan hidden
-        states `[B, T, D]`, and its caption cross-entropy (None without labels or hidden states) from `[B, L, D]`."""
+        """The passes' predictions `[*passes, B, T, C, h, w]` and reconstruction MSE `[*passes]` (None without targets)
+        from their plan hidden states `[*passes, B, T, D]`, and their caption cross-entropy `[*passes]` (None without
+        labels or hidden states) from `[*passes, B, L, D]`. Passing both passes stacked runs each head once."""
         predicted = reconstruction = caption = None
         if target_latents is not None:
             predicted = self.predict_next_latents(plan_hidden, target_latents)
-            reconstruction = F.mse_loss(predicted.float(), target_latents.float())
+            squared = (predicted.float() - target_latents.float()).square()  # [*passes, B, T, C, h, w]
+            reconstruction = squared.flatten(plan_hidden.dim() - 3).mean(-1)
         if labels is not None and hidden is not None:
             caption = self.caption_loss(hidden, labels, num_items_in_batch)
         return predicted, reconstruction, caption
@@ -710,12 +723,18 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
         logits = self.lm_head(outputs.last_hidden_state[:, keep])
 
-        predicted, loss_fine, caption_fine = self.pass_losses(
-            outputs.last_hidden_state, outputs.plan_hidden_fine, target_latents, labels, num_items_in_batch
+        # Both passes through the heads at once, fine first ([2, B, L, D], [2, B, T, D]); text alone is one pass.
+        if outputs.coarse_hidden_state is None:
+            hidden, plan_hidden = outputs.last_hidden_state[None], None
+        else:
+            hidden = torch.stack([outputs.last_hidden_state, outputs.coarse_hidden_state])
+            plan_hidden = torch.stack([outputs.plan_hidden_fine, outputs.plan_hidden_coarse])
+        predicted, reconstruction, caption = self.pass_losses(
+            hidden, plan_hidden, target_latents, labels, num_items_in_batch
         )
-        predicted_coarse, loss_coarse, caption_coarse = self.pass_losses(
-            outputs.coarse_hidden_state, outputs.plan_hidden_coarse, target_latents, labels, num_items_in_batch
-        )
+        predicted, predicted_coarse = per_pass(predicted)
+        loss_fine, loss_coarse = per_pass(reconstruction)
+        caption_fine, caption_coarse = per_pass(caption)
         return FoveatedVLMOutput(
             loss=self.weighted_loss(loss_fine, loss_coarse, caption_fine, caption_coarse),
             loss_fine=loss_fine,

@@ -39,11 +39,22 @@ class LatentPredictor(nn.Module):
         self.decode = _conv_stack([width, width // 2, width // 4, target_channels])
 
     def forward(self, hidden: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        """hidden `[..., hidden_size]`, previous `[..., C, h, w]` with the same leading dims -> `[..., C, h, w]`."""
-        leading = hidden.shape[:-1]
-        hidden = hidden.reshape(-1, hidden.shape[-1])  # [M, D]
+        """hidden `[*passes, *lead, hidden_size]`, previous `[*lead, C, h, w]` -> `[*passes, *lead, C, h, w]`.
+
+        Leading dims of `hidden` beyond those of `previous` are passes that read the same previous targets (the
+        model's fine and coarse passes): the targets are encoded once for all of them, and the passes are decoded
+        in one batch. Each prediction equals a call with that pass alone.
+        """
+        lead = previous.shape[:-3]
+        passes = hidden.shape[: hidden.dim() - 1 - len(lead)]
+        if hidden.shape[len(passes) : -1] != lead:
+            raise ValueError(
+                f"hidden {list(hidden.shape)} must end with the leading dims {list(lead)} of previous, then its width"
+            )
+        hidden = hidden.reshape(*passes, -1, hidden.shape[-1])  # [*passes, M, D]
         previous = previous.reshape(-1, *previous.shape[-3:]).to(hidden.dtype)  # [M, C, h, w]
-        scale, shift = self.film(hidden)[:, :, None, None].chunk(2, dim=1)  # [M, width, 1, 1] each
+        scale, shift = self.film(hidden)[..., None, None].chunk(2, dim=-3)  # [*passes, M, width, 1, 1] each
         # 1 + scale: the modulation starts as the identity instead of multiplying the features by ~0.
-        features = self.encode(previous) * (1 + scale) + shift
-        return self.decode(features).reshape(*leading, *previous.shape[-3:])  # [..., C, h, w]
+        features = self.encode(previous) * (1 + scale) + shift  # [*passes, M, width, h, w]
+        predicted = self.decode(features.flatten(0, len(passes)))  # [passes*M, C, h, w]
+        return predicted.reshape(*passes, *lead, *previous.shape[-3:])  # [*passes, *lead, C, h, w]

@@ -53,6 +53,42 @@ def test_losses_are_what_they_say():
     torch.testing.assert_close(out.caption_loss_fine, expected)
 
 
+def test_both_passes_through_the_heads_at_once_equal_each_pass_alone():
+    """The forward runs the prediction head and the language-model head once for both passes (the targets encoded
+    once, one weight gradient of the head): each pass's predictions and losses, and the heads' gradients, are those
+    of each pass run through the heads alone."""
+    model, config = make_model()
+    batch = tiny_batch(config, batch=2, frames=4)
+    targets, labels = batch["target_latents"], batch["labels"]
+    heads = [model.lm_head.weight, model.predictor.encode[0].weight, model.predictor.film[0].weight]
+
+    def heads_gradients(loss):
+        return torch.autograd.grad(loss, heads, retain_graph=True)
+
+    states = model.model(input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"])
+    out = model(**batch)
+    alone = {}
+    for name, hidden, plan in (
+        ("fine", states.last_hidden_state, states.plan_hidden_fine),
+        ("coarse", states.coarse_hidden_state, states.plan_hidden_coarse),
+    ):
+        alone[name] = model.pass_losses(hidden, plan, targets, labels)
+        assert alone[name][1].dim() == alone[name][2].dim() == 0  # one pass, unstacked: scalars
+    torch.testing.assert_close(out.predicted_latents, alone["fine"][0])
+    torch.testing.assert_close(out.predicted_latents_coarse, alone["coarse"][0])
+    torch.testing.assert_close(
+        torch.stack([out.loss_fine, out.loss_coarse]), torch.stack([alone["fine"][1], alone["coarse"][1]])
+    )
+    torch.testing.assert_close(
+        torch.stack([out.caption_loss_fine, out.caption_loss_coarse]),
+        torch.stack([alone["fine"][2], alone["coarse"][2]]),
+    )
+    separate = sum(alone["fine"][1:]) + sum(alone["coarse"][1:])
+    together = out.loss_fine + out.loss_coarse + out.caption_loss_fine + out.caption_loss_coarse
+    for got, expected in zip(heads_gradients(together), heads_gradients(separate), strict=True):
+        torch.testing.assert_close(got, expected)
+
+
 @pytest.mark.parametrize("k", [1, 2])
 def test_causality_over_frames(k):
     """Frames after t change neither the queries used on frames <= t+1 nor the predictions made from frames <= t."""
