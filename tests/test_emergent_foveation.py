@@ -161,6 +161,7 @@ def test_the_trainer_adds_and_logs_the_glimpse_search_loss(tmp_path):
         ({"glimpse_samples": 1}, "--glimpse_samples 1 must be 0"),
         ({"glimpse_samples": -2}, "--glimpse_samples -2 must be 0"),
         ({"glimpse_radius": -1}, "--glimpse_radius -1 must be"),
+        ({"glimpse_frames": "last"}, "--glimpse_frames 'last' is invalid"),
         ({"glimpse_policy_weight": 0.0}, "--glimpse_policy_weight 0.0 is invalid"),
     ],
 )
@@ -308,6 +309,38 @@ def test_sampled_glimpses_answer_from_the_patches_drawn_and_leave_the_batch_norm
         mask = glimpse_windows(centres[s], tuple(outputs.fixations_fine.shape[-2:]), radius=0)
         expected = per_video_caption_loss(model, inputs, outputs.queries.detach(), mask)
         torch.testing.assert_close(losses[s], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_one_frame_draws_vary_one_frame_per_video_and_credit_it_alone():
+    from foveated_vlm.training.foveation_losses import UNDRAWN, glimpse_policy_loss, glimpse_windows, sampled_glimpses
+
+    torch.manual_seed(0)
+    config = tiny_config(token_norm="batch", glimpse_location=True)
+    model = FoveatedVLMForConditionalGeneration(config).train()
+    inputs = tiny_batch(config, batch=3, frames=4)
+    inputs.pop("target_latents")
+    outputs = model(**inputs, output_attentions=True)
+    grid = tuple(outputs.fixations_fine.shape[-2:])
+    centres, losses = sampled_glimpses(
+        model, inputs, outputs.queries, outputs.fixations_fine, samples=3, radius=0, frames="one"
+    )
+    drawn = centres != UNDRAWN  # [S, B, T, K]
+    assert (drawn.sum(2) == 1).all()  # each draw of a video varies exactly one frame ...
+    assert (drawn == drawn[:1]).all()  # ... the same frame in all of the video's draws
+    assert glimpse_windows(centres, grid, radius=0)[~drawn].all()  # the others read every patch, softly
+    model.eval()
+    for s in range(3):  # each draw's loss: the fine pass with that one frame's window, the rest unmasked
+        mask = glimpse_windows(centres[s], grid, radius=0)
+        expected = per_video_caption_loss(model, inputs, outputs.queries.detach(), mask)
+        torch.testing.assert_close(losses[s], expected, rtol=1e-4, atol=1e-5)
+
+    logits = torch.zeros(1, 2, 1, 2, 2, requires_grad=True)  # one video, two frames, a 2 x 2 grid each
+    maps = logits.flatten(-2).softmax(-1).view_as(logits)
+    centres = torch.tensor([[0, UNDRAWN], [3, UNDRAWN]]).view(2, 1, 2, 1)  # frame 0 drawn, frame 1 read softly
+    glimpse_policy_loss(maps, centres, torch.tensor([[0.2], [1.0]])).backward()
+    assert logits.grad[0, 0].abs().sum() > 0 and (logits.grad[0, 1] == 0).all()  # the soft frame gets no credit
+    with pytest.raises(ValueError, match="frames='last' is invalid"):
+        sampled_glimpses(model, inputs, outputs.queries, outputs.fixations_fine, samples=2, radius=0, frames="last")
 
 
 def test_the_trainer_adds_and_logs_the_glimpse_policy_loss(tmp_path):

@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 FINE_QUERIES = ("predicted", "random")  # what the fine pass reads with: the planned queries, or the control's draws
+GLIMPSE_FRAMES = ("all", "one")  # which frames a video's drawn glimpses vary at: every frame, or one per step
+UNDRAWN = -1  # a glimpse centre that was not drawn: that frame is read softly, wherever its query attends
 
 
 def contrastive_loss(vision_tokens_fine: torch.Tensor, vision_tokens_coarse: torch.Tensor) -> torch.Tensor:
@@ -137,18 +139,20 @@ def video_losses(model, inputs: dict, copies: int, queries: torch.Tensor, patch_
 
 def glimpse_windows(centres: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:
     """Flat patch indices `[...]` on a `grid` (gh, gw) -> bool masks `[..., gh, gw]` of the square of patches within
-    `radius` of each (clipped at the frame's edges): where a hard glimpse centred there may look."""
+    `radius` of each (clipped at the frame's edges): where a hard glimpse centred there may look. `UNDRAWN` (-1)
+    marks a glimpse that was not drawn: its mask holds every patch."""
     gh, gw = grid
     rows = torch.arange(gh, device=centres.device)
     cols = torch.arange(gw, device=centres.device)
     near_row = ((centres // gw).unsqueeze(-1) - rows).abs() <= radius  # [..., gh]
     near_col = ((centres % gw).unsqueeze(-1) - cols).abs() <= radius  # [..., gw]
-    return near_row.unsqueeze(-1) & near_col.unsqueeze(-2)  # [..., gh, gw]
+    undrawn = (centres < 0)[..., None, None]  # UNDRAWN: the glimpse may look anywhere, as the soft one does
+    return (near_row.unsqueeze(-1) & near_col.unsqueeze(-2)) | undrawn  # [..., gh, gw]
 
 
 @torch.no_grad()
 def sampled_glimpses(
-    model, inputs: dict, planned: torch.Tensor, fixations: torch.Tensor, samples: int, radius: int
+    model, inputs: dict, planned: torch.Tensor, fixations: torch.Tensor, samples: int, radius: int, frames="all"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard glimpses drawn from the planned fine fixations, and how well each answered.
 
@@ -157,11 +161,22 @@ def sampled_glimpses(
     `radius` of it (`fine_patch_mask`), and the language model answers from those tokens. One forward of the model
     (no gradient) over the copies, on one patch pass. Returns the centres `[S, B, T, K]` (flat patch indices) and
     each copy's per-video caption cross-entropy `[S, B]`, the task's own loss: nothing says where anything is.
+
+    `frames="one"`: the draws of a video differ at one frame only, drawn uniformly per video and step; its other
+    frames are read as in the forward, softly (their centres `UNDRAWN`), so the draws' differences in answer are
+    credited to that frame's choice alone instead of being shared by T independent choices.
     """
+    if frames not in GLIMPSE_FRAMES:
+        raise ValueError(f"frames={frames!r} is invalid; expected one of {list(GLIMPSE_FRAMES)}")
     batch, grid = planned.shape[0], tuple(fixations.shape[-2:])
     probabilities = fixations.detach().float().flatten(-2).flatten(0, -2)  # [B*T*K, P]
     centres = torch.multinomial(probabilities, samples, replacement=True)  # [B*T*K, S]
     centres = centres.t().reshape(samples, *fixations.shape[:3])  # [S, B, T, K]
+    if frames == "one":
+        num_frames = fixations.shape[1]
+        drawn = torch.randint(num_frames, (batch,), device=centres.device)  # [B]: the frame each video's draws vary
+        soft = torch.arange(num_frames, device=centres.device) != drawn[:, None]  # [B, T]
+        centres = centres.masked_fill(soft[None, :, :, None], UNDRAWN)
     masks = glimpse_windows(centres, grid, radius).flatten(0, 1)  # [S*B, T, K, gh, gw], copy-major
     queries = planned.detach().repeat(samples, 1, 1, 1)  # [S*B, T, K, qd]
     video_loss = video_losses(model, inputs, samples, queries, masks)
@@ -172,7 +187,8 @@ def glimpse_policy_loss(fixations: torch.Tensor, centres: torch.Tensor, draw_los
     """REINFORCE with a leave-one-out baseline over the sampled glimpses (`sampled_glimpses`).
 
     fixations: the planned fine maps `[B, T, K, gh, gw]`, with their gradient (the policy); centres `[S, B, T, K]`:
-    the glimpses drawn from them; draw_losses `[S, B]`: each draw's answer loss. Each draw's advantage is its loss
+    the glimpses drawn from them (`UNDRAWN` where a frame was read softly); draw_losses `[S, B]`: each draw's answer
+    loss. Each draw's advantage is its loss
     against the mean of the video's other draws; minimising `advantage * log p(draw)` (mean over draws and videos)
     raises the probability of the places that answered better than the video's other draws and lowers the rest.
     The advantages are divided by their spread over the batch (at least 0.01 nats), so the step keeps its size as
@@ -182,8 +198,10 @@ def glimpse_policy_loss(fixations: torch.Tensor, centres: torch.Tensor, draw_los
     """
     samples = centres.shape[0]
     log_maps = fixations.float().flatten(-2).clamp_min(1e-12).log()  # [B, T, K, P]
-    chosen = log_maps.unsqueeze(0).expand(samples, *log_maps.shape).gather(-1, centres.unsqueeze(-1))  # [S,B,T,K,1]
-    log_probability = chosen.flatten(2).sum(-1)  # [S, B]: a draw's frames and glimpses are drawn independently
+    drawn = centres != UNDRAWN  # [S, B, T, K]: glimpses read softly were not drawn and carry no probability
+    index = centres.clamp_min(0).unsqueeze(-1)
+    chosen = log_maps.unsqueeze(0).expand(samples, *log_maps.shape).gather(-1, index).squeeze(-1)  # [S, B, T, K]
+    log_probability = (chosen * drawn).flatten(2).sum(-1)  # [S, B]: a draw's glimpses are drawn independently
     others = (draw_losses.sum(0, keepdim=True) - draw_losses) / (samples - 1)  # [S, B]
     advantage = (draw_losses - others).detach()  # > 0: this draw answered worse than the video's others
     advantage = advantage / advantage.std().clamp_min(0.01)  # unit spread: the step does not shrink with the loss
@@ -211,7 +229,8 @@ class FoveationLosses:
     queries are pulled towards the best answer's (`glimpse_search_loss` at `glimpse_search_weight`); no label is
     read. glimpse_samples: hard glimpses drawn per video each step from the planned fine maps (`sampled_glimpses`,
     each reading the patches within `glimpse_radius` of its centre), the maps trained by REINFORCE on their answers
-    (`glimpse_policy_loss` at `glimpse_policy_weight`); no label is read. fine_queries: "random" is the control.
+    (`glimpse_policy_loss` at `glimpse_policy_weight`); no label is read; glimpse_frames "one" varies the draws at
+    one frame per video (`sampled_glimpses`). fine_queries: "random" is the control.
     """
 
     fine_queries: str = field(default="predicted", metadata={"help": "'random': the random-query control"})
@@ -238,6 +257,10 @@ class FoveationLosses:
         metadata={"help": "hard glimpses drawn per video each step from the planned maps, trained by REINFORCE"},
     )
     glimpse_radius: int = field(default=1, metadata={"help": "a drawn glimpse reads the patches this near its centre"})
+    glimpse_frames: str = field(
+        default="all",
+        metadata={"help": "'one': each step's draws of a video differ at one random frame, the rest read softly"},
+    )
     glimpse_policy_weight: float = field(default=1.0, metadata={"help": "weight of the glimpse policy loss"})
 
     def __post_init__(self):
@@ -255,6 +278,10 @@ class FoveationLosses:
             raise ValueError(
                 f"--glimpse_samples {self.glimpse_samples!r} must be 0 (off) or an integer >= 2 (each draw's "
                 "baseline is the video's other draws)"
+            )
+        if self.glimpse_frames not in GLIMPSE_FRAMES:
+            raise ValueError(
+                f"--glimpse_frames {self.glimpse_frames!r} is invalid; expected one of {list(GLIMPSE_FRAMES)}"
             )
         if not isinstance(self.glimpse_radius, int) or self.glimpse_radius < 0:
             raise ValueError(f"--glimpse_radius {self.glimpse_radius!r} must be an integer >= 0 (0: one patch)")

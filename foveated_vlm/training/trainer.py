@@ -204,6 +204,7 @@ class FoveatedTrainer(Trainer):
                 outputs.fixations_fine,
                 foveation.glimpse_samples,
                 foveation.glimpse_radius,
+                foveation.glimpse_frames,
             )
         terms = foveation.terms(outputs, fixation_targets, glimpse_targets, glimpse_draws)
         loss = outputs.loss + foveation.weighted(terms)
