@@ -28,7 +28,26 @@ def interleaved_medians(functions: dict, repeats: int, warmup: int = 1) -> dict:
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    """Architecture, the CPU's vendor family/model (hosts of one machine type differ: ratios move with the CPU's
+    balance of memory bandwidth and FLOPs), threads and torch."""
+    return f"{platform.machine()}{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def cpu_model() -> str:
+    """` (vendor family F model M)` from /proc/cpuinfo (e.g. AMD family 25 model 17: Zen 4), or "" elsewhere."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return ""
+    if "cpu family" not in fields:
+        return ""
+    return f" ({fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')})"
 
 
 def report(results: dict, json_path: str | None = None) -> None:
