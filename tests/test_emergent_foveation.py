@@ -285,15 +285,31 @@ def test_the_glimpse_policy_raises_the_places_that_answered_better():
     assert equal == 0  # no draw better than another: nothing to learn
 
 
-def test_sampled_glimpses_answer_from_the_patches_drawn_and_leave_the_batch_norms_alone():
-    from foveated_vlm.training.foveation_losses import glimpse_windows, sampled_glimpses
-
+def located_training_forward(batch: int, frames: int):
+    """A tiny located-token model in training mode, a caption batch and its forward with the fixation maps."""
     torch.manual_seed(0)
     config = tiny_config(token_norm="batch", glimpse_location=True)
     model = FoveatedVLMForConditionalGeneration(config).train()
-    inputs = tiny_batch(config, batch=2, frames=3)
+    inputs = tiny_batch(config, batch=batch, frames=frames)
     inputs.pop("target_latents")
-    outputs = model(**inputs, output_attentions=True)
+    return model, inputs, model(**inputs, output_attentions=True)
+
+
+def assert_each_draw_reads_its_windows(model, inputs, outputs, centres, losses):
+    """Each draw's loss is the fine pass's, in eval mode, read through that draw's windows (radius 0) alone."""
+    from foveated_vlm.training.foveation_losses import glimpse_windows
+
+    model.eval()
+    for s in range(centres.shape[0]):
+        mask = glimpse_windows(centres[s], tuple(outputs.fixations_fine.shape[-2:]), radius=0)
+        expected = per_video_caption_loss(model, inputs, outputs.queries.detach(), mask)
+        torch.testing.assert_close(losses[s], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_sampled_glimpses_answer_from_the_patches_drawn_and_leave_the_batch_norms_alone():
+    from foveated_vlm.training.foveation_losses import sampled_glimpses
+
+    model, inputs, outputs = located_training_forward(batch=2, frames=3)
     norms = {name: buffer.clone() for name, buffer in model.named_buffers() if "running" in name}
     centres, losses = sampled_glimpses(model, inputs, outputs.queries, outputs.fixations_fine, samples=3, radius=0)
     assert centres.shape == (3, 2, 3, 1) and losses.shape == (3, 2)
@@ -304,22 +320,13 @@ def test_sampled_glimpses_answer_from_the_patches_drawn_and_leave_the_batch_norm
     maps = outputs.fixations_fine.detach().flatten(-2)  # [B, T, K, P]
     drawn = maps.expand(3, *maps.shape).gather(-1, centres.unsqueeze(-1))  # [S, B, T, K, 1]
     assert (drawn > 0).all()  # each centre is a place its map could look
-    model.eval()
-    for s in range(3):  # each draw's loss is the fine pass's read through that draw's windows alone
-        mask = glimpse_windows(centres[s], tuple(outputs.fixations_fine.shape[-2:]), radius=0)
-        expected = per_video_caption_loss(model, inputs, outputs.queries.detach(), mask)
-        torch.testing.assert_close(losses[s], expected, rtol=1e-4, atol=1e-5)
+    assert_each_draw_reads_its_windows(model, inputs, outputs, centres, losses)
 
 
 def test_one_frame_draws_vary_one_frame_per_video_and_credit_it_alone():
     from foveated_vlm.training.foveation_losses import UNDRAWN, glimpse_policy_loss, glimpse_windows, sampled_glimpses
 
-    torch.manual_seed(0)
-    config = tiny_config(token_norm="batch", glimpse_location=True)
-    model = FoveatedVLMForConditionalGeneration(config).train()
-    inputs = tiny_batch(config, batch=3, frames=4)
-    inputs.pop("target_latents")
-    outputs = model(**inputs, output_attentions=True)
+    model, inputs, outputs = located_training_forward(batch=3, frames=4)
     grid = tuple(outputs.fixations_fine.shape[-2:])
     centres, losses = sampled_glimpses(
         model, inputs, outputs.queries, outputs.fixations_fine, samples=3, radius=0, frames="one"
@@ -328,11 +335,7 @@ def test_one_frame_draws_vary_one_frame_per_video_and_credit_it_alone():
     assert (drawn.sum(2) == 1).all()  # each draw of a video varies exactly one frame ...
     assert (drawn == drawn[:1]).all()  # ... the same frame in all of the video's draws
     assert glimpse_windows(centres, grid, radius=0)[~drawn].all()  # the others read every patch, softly
-    model.eval()
-    for s in range(3):  # each draw's loss: the fine pass with that one frame's window, the rest unmasked
-        mask = glimpse_windows(centres[s], grid, radius=0)
-        expected = per_video_caption_loss(model, inputs, outputs.queries.detach(), mask)
-        torch.testing.assert_close(losses[s], expected, rtol=1e-4, atol=1e-5)
+    assert_each_draw_reads_its_windows(model, inputs, outputs, centres, losses)  # one window, the rest unmasked
 
     logits = torch.zeros(1, 2, 1, 2, 2, requires_grad=True)  # one video, two frames, a 2 x 2 grid each
     maps = logits.flatten(-2).softmax(-1).view_as(logits)
