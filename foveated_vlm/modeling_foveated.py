@@ -723,8 +723,9 @@ class FoveatedVLMForConditionalGeneration(FoveatedVLMPreTrainedModel, Generation
         keep = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
         logits = self.lm_head(outputs.last_hidden_state[:, keep])
 
-        # Both passes through the heads at once, fine first ([2, B, L, D], [2, B, T, D]); text alone is one pass.
-        if outputs.coarse_hidden_state is None:
+        # Both passes through the heads at once, fine first ([2, B, L, D], [2, B, T, D]); text alone is one pass, and
+        # a forward with nothing to score (generation, inference) stacks nothing.
+        if outputs.coarse_hidden_state is None or (labels is None and target_latents is None):
             hidden, plan_hidden = outputs.last_hidden_state[None], None
         else:
             hidden = torch.stack([outputs.last_hidden_state, outputs.coarse_hidden_state])

@@ -324,7 +324,13 @@ def test_sampled_glimpses_answer_from_the_patches_drawn_and_leave_the_batch_norm
 
 
 def test_one_frame_draws_vary_one_frame_per_video_and_credit_it_alone():
-    from foveated_vlm.training.foveation_losses import UNDRAWN, glimpse_policy_loss, glimpse_windows, sampled_glimpses
+    from foveated_vlm.training.foveation_losses import (
+        UNDRAWN,
+        glimpse_policy_loss,
+        glimpse_windows,
+        sampled_glimpses,
+        video_losses,
+    )
 
     model, inputs, outputs = located_training_forward(batch=3, frames=4)
     grid = tuple(outputs.fixations_fine.shape[-2:])
@@ -334,7 +340,11 @@ def test_one_frame_draws_vary_one_frame_per_video_and_credit_it_alone():
     drawn = centres != UNDRAWN  # [S, B, T, K]
     assert (drawn.sum(2) == 1).all()  # each draw of a video varies exactly one frame ...
     assert (drawn == drawn[:1]).all()  # ... the same frame in all of the video's draws
-    assert glimpse_windows(centres, grid, radius=0)[~drawn].all()  # the others read every patch, softly
+    assert glimpse_windows(centres, grid, radius=0)[~drawn].all()  # the others read every patch, softly ...
+    soft = glimpse_windows(torch.full_like(centres[0], UNDRAWN), grid, radius=0)
+    torch.testing.assert_close(  # ... exactly as the forward reads them, with no mask
+        video_losses(model, inputs, 1, outputs.queries.detach(), soft), video_losses(model, inputs, 1, outputs.queries)
+    )
     assert_each_draw_reads_its_windows(model, inputs, outputs, centres, losses)  # one window, the rest unmasked
 
     logits = torch.zeros(1, 2, 1, 2, 2, requires_grad=True)  # one video, two frames, a 2 x 2 grid each
@@ -346,8 +356,15 @@ def test_one_frame_draws_vary_one_frame_per_video_and_credit_it_alone():
         sampled_glimpses(model, inputs, outputs.queries, outputs.fixations_fine, samples=2, radius=0, frames="last")
 
 
-def test_the_trainer_adds_and_logs_the_glimpse_policy_loss(tmp_path):
-    trainer, model, inputs, loss, outputs = one_trainer_step(tmp_path, glimpse_samples=4)
+@pytest.mark.parametrize("frames", ["all", "one"])
+def test_the_trainer_adds_and_logs_the_glimpse_policy_loss(tmp_path, monkeypatch, frames):
+    import foveated_vlm.training.trainer as trainer_module
+
+    drawn_with = []
+    draw = trainer_module.sampled_glimpses
+    monkeypatch.setattr(trainer_module, "sampled_glimpses", lambda *a: drawn_with.append(a[-1]) or draw(*a))
+    trainer, model, inputs, loss, outputs = one_trainer_step(tmp_path, glimpse_samples=4, glimpse_frames=frames)
+    assert drawn_with == [frames]  # the flag reaches the draws
     term = trainer._sums["train"]["glimpse_policy_loss"]
     torch.testing.assert_close(loss.detach(), outputs.loss.detach() + term)  # weight 1
     assert trainer._sums["train"]["glimpse_draw_loss"] > 0

@@ -83,6 +83,9 @@ def test_both_passes_through_the_heads_at_once_equal_each_pass_alone():
         torch.stack([out.caption_loss_fine, out.caption_loss_coarse]),
         torch.stack([alone["fine"][2], alone["coarse"][2]]),
     )
+    coarse_logits = model.lm_head(states.coarse_hidden_state)[:, :-1]  # the coarse caption from scratch
+    expected = torch.nn.functional.cross_entropy(coarse_logits.reshape(-1, 64), labels[:, 1:].reshape(-1))
+    torch.testing.assert_close(out.caption_loss_coarse, expected)
     separate = sum(alone["fine"][1:]) + sum(alone["coarse"][1:])
     together = out.loss_fine + out.loss_coarse + out.caption_loss_fine + out.caption_loss_coarse
     for got, expected in zip(heads_gradients(together), heads_gradients(separate), strict=True):

@@ -146,7 +146,7 @@ def glimpse_windows(centres: torch.Tensor, grid: tuple[int, int], radius: int) -
     cols = torch.arange(gw, device=centres.device)
     near_row = ((centres // gw).unsqueeze(-1) - rows).abs() <= radius  # [..., gh]
     near_col = ((centres % gw).unsqueeze(-1) - cols).abs() <= radius  # [..., gw]
-    undrawn = (centres < 0)[..., None, None]  # UNDRAWN: the glimpse may look anywhere, as the soft one does
+    undrawn = (centres == UNDRAWN)[..., None, None]  # UNDRAWN: the glimpse may look anywhere, as the soft one does
     return (near_row.unsqueeze(-1) & near_col.unsqueeze(-2)) | undrawn  # [..., gh, gw]
 
 
@@ -188,9 +188,9 @@ def glimpse_policy_loss(fixations: torch.Tensor, centres: torch.Tensor, draw_los
 
     fixations: the planned fine maps `[B, T, K, gh, gw]`, with their gradient (the policy); centres `[S, B, T, K]`:
     the glimpses drawn from them (`UNDRAWN` where a frame was read softly); draw_losses `[S, B]`: each draw's answer
-    loss. Each draw's advantage is its loss
-    against the mean of the video's other draws; minimising `advantage * log p(draw)` (mean over draws and videos)
-    raises the probability of the places that answered better than the video's other draws and lowers the rest.
+    loss. Each draw's advantage is its loss against the mean of the video's other draws; minimising
+    `advantage * log p(draw)` (mean over draws and videos) raises the probability of the places that answered better
+    than the video's other draws and lowers the rest.
     The advantages are divided by their spread over the batch (at least 0.01 nats), so the step keeps its size as
     the answers' differences shrink; before that division the estimate is unbiased for the gradient of the expected
     answer loss of hard glimpses, after it only roughly so. The maps' gradient reaches the planned queries and also
