@@ -377,6 +377,24 @@ def test_the_trainer_adds_and_logs_the_glimpse_policy_loss(tmp_path, monkeypatch
     assert "glimpse_policy_loss" not in evaluated(trainer, model, inputs)  # evaluation is the task's loss alone
 
 
+def test_a_policy_over_a_fixed_vit_moves_the_queries_and_not_the_vit_directly():
+    from foveated_vlm.training.foveation_losses import glimpse_policy_loss, maps_over_a_fixed_vit, sampled_glimpses
+
+    model, inputs, outputs = located_training_forward(batch=2, frames=3)
+    centres, losses = sampled_glimpses(model, inputs, outputs.queries, outputs.fixations_fine, samples=4, radius=0)
+    queries = outputs.queries.detach().requires_grad_()  # a leaf: what the maps' own gradient reaches
+    model.zero_grad()
+    glimpse_policy_loss(maps_over_a_fixed_vit(model, inputs, queries), centres, losses).backward()
+    assert queries.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.foveated_encoder.parameters())  # no path to the ViT but the queries'
+    assert all(p.requires_grad for p in model.parameters())  # the ViT stays trained by the other losses
+    model.eval()  # the forward's own maps (in training, the ViT's RoPE jitters its positions on each pass)
+    evaluated = model(**inputs, output_attentions=True)
+    torch.testing.assert_close(maps_over_a_fixed_vit(model, inputs, evaluated.queries), evaluated.fixations_fine)
+    with pytest.raises(ValueError, match="--glimpse_policy_vit 'frozen' is invalid"):
+        FoveationLosses(glimpse_policy_vit="frozen")
+
+
 def test_the_glimpse_probe_scores_soft_named_and_drawn_glimpses_of_a_saved_model(tmp_path):
     import glimpse_probe
     from test_cli import save_checkpoint

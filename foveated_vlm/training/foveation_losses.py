@@ -36,6 +36,10 @@ __all__ = [
 
 FINE_QUERIES = ("predicted", "random")  # what the fine pass reads with: the planned queries, or the control's draws
 GLIMPSE_FRAMES = ("all", "one")  # which frames a video's drawn glimpses vary at: every frame, or one per step
+POLICY_VIT = (
+    "trained",
+    "fixed",
+)  # whether the glimpse policy's gradient also moves the ViT's keys, or only the queries
 UNDRAWN = -1  # a glimpse centre that was not drawn: that frame is read softly, wherever its query attends
 
 
@@ -183,6 +187,27 @@ def sampled_glimpses(
     return centres, video_loss.view(samples, batch)
 
 
+def maps_over_a_fixed_vit(model, inputs: dict, queries: torch.Tensor) -> torch.Tensor:
+    """The fine fixation maps `[B, T, K, gh, gw]` of `queries` `[B, T, K, qd]`, with a gradient to the queries alone:
+    the ViT is held fixed (a patch pass without gradient, and its weights left out of the queries' pass), so a
+    policy loss on them moves the planned queries, not the keys and weights the static queries share directly. (The
+    planned queries were planned from the coarse pass's tokens, so their own gradient still reaches the ViT that
+    way, as the task's loss does.)"""
+    base = model.model
+    encoder = base.foveated_encoder
+    with torch.no_grad():
+        cache = base.encode_video(inputs["pixel_values_videos"])
+    trained = [parameter for parameter in encoder.parameters() if parameter.requires_grad]
+    for parameter in trained:  # recorded without them, the graph carries no gradient to the ViT
+        parameter.requires_grad_(False)
+    try:
+        _, maps = encoder.query(queries.flatten(0, 1), cache, return_fixations=True)
+    finally:
+        for parameter in trained:
+            parameter.requires_grad_(True)
+    return maps.unflatten(0, queries.shape[:2])
+
+
 def glimpse_policy_loss(fixations: torch.Tensor, centres: torch.Tensor, draw_losses: torch.Tensor) -> torch.Tensor:
     """REINFORCE with a leave-one-out baseline over the sampled glimpses (`sampled_glimpses`).
 
@@ -230,7 +255,8 @@ class FoveationLosses:
     read. glimpse_samples: hard glimpses drawn per video each step from the planned fine maps (`sampled_glimpses`,
     each reading the patches within `glimpse_radius` of its centre), the maps trained by REINFORCE on their answers
     (`glimpse_policy_loss` at `glimpse_policy_weight`); no label is read; glimpse_frames "one" varies the draws at
-    one frame per video (`sampled_glimpses`). fine_queries: "random" is the control.
+    one frame per video (`sampled_glimpses`); glimpse_policy_vit "fixed" trains the maps over a ViT held fixed
+    (`maps_over_a_fixed_vit`). fine_queries: "random" is the control.
     """
 
     fine_queries: str = field(default="predicted", metadata={"help": "'random': the random-query control"})
@@ -262,6 +288,10 @@ class FoveationLosses:
         metadata={"help": "'one': each step's draws of a video differ at one random frame, the rest read softly"},
     )
     glimpse_policy_weight: float = field(default=1.0, metadata={"help": "weight of the glimpse policy loss"})
+    glimpse_policy_vit: str = field(
+        default="trained",
+        metadata={"help": "'fixed': the glimpse policy trains what plans the queries, not the ViT"},
+    )
 
     def __post_init__(self):
         # Messages name the train.py flags: this dataclass is their argument group.
@@ -278,6 +308,10 @@ class FoveationLosses:
             raise ValueError(
                 f"--glimpse_samples {self.glimpse_samples!r} must be 0 (off) or an integer >= 2 (each draw's "
                 "baseline is the video's other draws)"
+            )
+        if self.glimpse_policy_vit not in POLICY_VIT:
+            raise ValueError(
+                f"--glimpse_policy_vit {self.glimpse_policy_vit!r} is invalid; expected one of {list(POLICY_VIT)}"
             )
         if self.glimpse_frames not in GLIMPSE_FRAMES:
             raise ValueError(
@@ -312,11 +346,13 @@ class FoveationLosses:
         fixation_targets: torch.Tensor | None = None,
         glimpse_targets: torch.Tensor | None = None,
         glimpse_draws: tuple[torch.Tensor, torch.Tensor] | None = None,
+        policy_maps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The terms that are on, by the name they are logged under, from a forward's outputs (which need the
         fixations, `output_attentions=True`, for the entropy margin, the fixation loss and the glimpse policy).
         `fixation_targets` `[B, T, gh, gw]`: pass them only on the steps the fixation loss supervises;
-        `glimpse_targets`: `best_glimpses`'; `glimpse_draws`: `sampled_glimpses`' centres and losses."""
+        `glimpse_targets`: `best_glimpses`'; `glimpse_draws`: `sampled_glimpses`' centres and losses; `policy_maps`:
+        the maps the policy trains, if not the forward's fine fixations (`maps_over_a_fixed_vit`)."""
         terms = {}
         if self.contrastive_loss_weight > 0 and outputs.vision_tokens_fine is not None:
             terms["contrastive_loss"] = contrastive_loss(outputs.vision_tokens_fine, outputs.vision_tokens_coarse)
@@ -337,7 +373,8 @@ class FoveationLosses:
         if glimpse_targets is not None:
             terms["glimpse_search_loss"] = glimpse_search_loss(outputs.queries, glimpse_targets)
         if glimpse_draws is not None:
-            terms["glimpse_policy_loss"] = glimpse_policy_loss(outputs.fixations_fine, *glimpse_draws)
+            maps = outputs.fixations_fine if policy_maps is None else policy_maps
+            terms["glimpse_policy_loss"] = glimpse_policy_loss(maps, *glimpse_draws)
         return terms
 
     def weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor | int:

@@ -47,7 +47,7 @@ from ..data.sample_counts import SAMPLE_COUNTS_KEY, SampleCounts
 from ..modeling_foveated import fixation_entropy
 from .checkpoints import load_strictly, naming_the_disk, resume_problems, saved_step
 from .finetuning import optimizer_groups
-from .foveation_losses import FoveationLosses, best_glimpses, sampled_glimpses
+from .foveation_losses import FoveationLosses, best_glimpses, maps_over_a_fixed_vit, sampled_glimpses
 
 __all__ = ["FoveatedTrainer", "ratio_metrics"]
 
@@ -206,7 +206,10 @@ class FoveatedTrainer(Trainer):
                 foveation.glimpse_radius,
                 foveation.glimpse_frames,
             )
-        terms = foveation.terms(outputs, fixation_targets, glimpse_targets, glimpse_draws)
+        policy_maps = None
+        if glimpse_draws is not None and foveation.glimpse_policy_vit == "fixed":
+            policy_maps = maps_over_a_fixed_vit(self.accelerator.unwrap_model(model), inputs, outputs.queries)
+        terms = foveation.terms(outputs, fixation_targets, glimpse_targets, glimpse_draws, policy_maps)
         loss = outputs.loss + foveation.weighted(terms)
         if not torch.isfinite(loss):  # one sync per step: the price of naming the step that went wrong
             losses = {name: _item(getattr(outputs, name)) for name in self._PASS_METRICS}
