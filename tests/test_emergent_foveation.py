@@ -362,7 +362,7 @@ def test_the_trainer_adds_and_logs_the_glimpse_policy_loss(tmp_path, monkeypatch
 
     drawn_with = []
     draw = trainer_module.sampled_glimpses
-    monkeypatch.setattr(trainer_module, "sampled_glimpses", lambda *a: drawn_with.append(a[-1]) or draw(*a))
+    monkeypatch.setattr(trainer_module, "sampled_glimpses", lambda *a: drawn_with.append(a[6]) or draw(*a))
     trainer, model, inputs, loss, outputs = one_trainer_step(tmp_path, glimpse_samples=4, glimpse_frames=frames)
     assert drawn_with == [frames]  # the flag reaches the draws
     term = trainer._sums["train"]["glimpse_policy_loss"]

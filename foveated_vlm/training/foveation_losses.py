@@ -26,9 +26,11 @@ __all__ = [
     "entropy_margin_loss",
     "best_glimpses",
     "fixation_loss",
+    "frames_without_gradient",
     "glimpse_policy_loss",
     "glimpse_search_loss",
     "glimpse_windows",
+    "maps_over_a_fixed_vit",
     "random_fine_queries",
     "sampled_glimpses",
     "video_losses",
@@ -36,10 +38,8 @@ __all__ = [
 
 FINE_QUERIES = ("predicted", "random")  # what the fine pass reads with: the planned queries, or the control's draws
 GLIMPSE_FRAMES = ("all", "one")  # which frames a video's drawn glimpses vary at: every frame, or one per step
-POLICY_VIT = (
-    "trained",
-    "fixed",
-)  # whether the glimpse policy's gradient also moves the ViT's keys, or only the queries
+# Whether the glimpse policy's gradient also moves the ViT (its keys and weights), or only the planned queries.
+POLICY_VIT = ("trained", "fixed")
 UNDRAWN = -1  # a glimpse centre that was not drawn: that frame is read softly, wherever its query attends
 
 
@@ -107,9 +107,24 @@ def best_glimpses(
     return queries.view(copies, *planned.shape)[best, torch.arange(batch, device=best.device)]  # [B, T, K, qd]
 
 
-def video_losses(model, inputs: dict, copies: int, queries: torch.Tensor, patch_mask=None) -> torch.Tensor:
+def frames_without_gradient(model, inputs: dict) -> VisionKVCache:
+    """The batch's one patch pass `[B*T]` with no gradient, in eval mode: what the glimpse draws read (and, for
+    `glimpse_policy_vit="fixed"`, the policy's maps), computed once per step however many read it."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model.model.encode_video(inputs["pixel_values_videos"])
+    finally:
+        model.train(was_training)
+
+
+def video_losses(
+    model, inputs: dict, copies: int, queries: torch.Tensor, patch_mask=None, encoded: VisionKVCache | None = None
+) -> torch.Tensor:
     """Per-video caption cross-entropy `[copies*B]` of the fine pass alone over the batch repeated `copies` times
-    (copy-major), read with `queries` `[copies*B, T, K, qd]` (and `patch_mask`), on one patch pass.
+    (copy-major), read with `queries` `[copies*B, T, K, qd]` (and `patch_mask`), on one patch pass: `encoded`
+    (`frames_without_gradient`), or its own.
 
     In eval mode: no dropout, and the batch norms read their running statistics instead of adding the copies'
     (which are not training batches) to them. Call it without gradients (its callers are `torch.no_grad`)."""
@@ -117,10 +132,10 @@ def video_losses(model, inputs: dict, copies: int, queries: torch.Tensor, patch_
     input_ids = inputs["input_ids"].repeat(copies, 1)
     mask = inputs.get("attention_mask")
     mask = None if mask is None else mask.repeat(copies, 1)
+    cache = encoded if encoded is not None else frames_without_gradient(model, inputs)
     model.eval()
     try:
-        cache = base.encode_video(inputs["pixel_values_videos"])  # [B*T] frames -> copy-major [copies*B*T]
-        cache = VisionKVCache(
+        cache = VisionKVCache(  # [B*T] frames -> copy-major [copies*B*T]
             [k.repeat(copies, 1, 1, 1) for k in cache.keys],
             [v.repeat(copies, 1, 1, 1) for v in cache.values],
             cache.num_prefix_tokens,
@@ -156,7 +171,14 @@ def glimpse_windows(centres: torch.Tensor, grid: tuple[int, int], radius: int) -
 
 @torch.no_grad()
 def sampled_glimpses(
-    model, inputs: dict, planned: torch.Tensor, fixations: torch.Tensor, samples: int, radius: int, frames="all"
+    model,
+    inputs: dict,
+    planned: torch.Tensor,
+    fixations: torch.Tensor,
+    samples: int,
+    radius: int,
+    frames="all",
+    encoded: VisionKVCache | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard glimpses drawn from the planned fine fixations, and how well each answered.
 
@@ -168,7 +190,8 @@ def sampled_glimpses(
 
     `frames="one"`: the draws of a video differ at one frame only, drawn uniformly per video and step; its other
     frames are read as in the forward, softly (their centres `UNDRAWN`), so the draws' differences in answer are
-    credited to that frame's choice alone instead of being shared by T independent choices.
+    credited to that frame's choice alone instead of being shared by T independent choices. `encoded`: the batch's
+    `frames_without_gradient`, if already made.
     """
     if frames not in GLIMPSE_FRAMES:
         raise ValueError(f"frames={frames!r} is invalid; expected one of {list(GLIMPSE_FRAMES)}")
@@ -183,20 +206,20 @@ def sampled_glimpses(
         centres = centres.masked_fill(soft[None, :, :, None], UNDRAWN)
     masks = glimpse_windows(centres, grid, radius).flatten(0, 1)  # [S*B, T, K, gh, gw], copy-major
     queries = planned.detach().repeat(samples, 1, 1, 1)  # [S*B, T, K, qd]
-    video_loss = video_losses(model, inputs, samples, queries, masks)
+    video_loss = video_losses(model, inputs, samples, queries, masks, encoded)
     return centres, video_loss.view(samples, batch)
 
 
-def maps_over_a_fixed_vit(model, inputs: dict, queries: torch.Tensor) -> torch.Tensor:
+def maps_over_a_fixed_vit(
+    model, inputs: dict, queries: torch.Tensor, encoded: VisionKVCache | None = None
+) -> torch.Tensor:
     """The fine fixation maps `[B, T, K, gh, gw]` of `queries` `[B, T, K, qd]`, with a gradient to the queries alone:
     the ViT is held fixed (a patch pass without gradient, and its weights left out of the queries' pass), so a
     policy loss on them moves the planned queries, not the keys and weights the static queries share directly. (The
     planned queries were planned from the coarse pass's tokens, so their own gradient still reaches the ViT that
-    way, as the task's loss does.)"""
-    base = model.model
-    encoder = base.foveated_encoder
-    with torch.no_grad():
-        cache = base.encode_video(inputs["pixel_values_videos"])
+    way, as the task's loss does.) `encoded`: the batch's `frames_without_gradient`, if already made."""
+    encoder = model.model.foveated_encoder
+    cache = encoded if encoded is not None else frames_without_gradient(model, inputs)
     trained = [parameter for parameter in encoder.parameters() if parameter.requires_grad]
     for parameter in trained:  # recorded without them, the graph carries no gradient to the ViT
         parameter.requires_grad_(False)

@@ -47,7 +47,13 @@ from ..data.sample_counts import SAMPLE_COUNTS_KEY, SampleCounts
 from ..modeling_foveated import fixation_entropy
 from .checkpoints import load_strictly, naming_the_disk, resume_problems, saved_step
 from .finetuning import optimizer_groups
-from .foveation_losses import FoveationLosses, best_glimpses, maps_over_a_fixed_vit, sampled_glimpses
+from .foveation_losses import (
+    FoveationLosses,
+    best_glimpses,
+    frames_without_gradient,
+    maps_over_a_fixed_vit,
+    sampled_glimpses,
+)
 
 __all__ = ["FoveatedTrainer", "ratio_metrics"]
 
@@ -195,20 +201,22 @@ class FoveatedTrainer(Trainer):
                 foveation.glimpse_noise,
                 foveation.glimpse_temperature,
             )
-        glimpse_draws = None
+        glimpse_draws = policy_maps = None
         if model.training and foveation.glimpse_samples and "labels" in inputs:
+            unwrapped = self.accelerator.unwrap_model(model)
+            encoded = frames_without_gradient(unwrapped, inputs)  # one patch pass for the draws and the maps
             glimpse_draws = sampled_glimpses(  # no gradient, like the search
-                self.accelerator.unwrap_model(model),
+                unwrapped,
                 inputs,
                 outputs.queries,
                 outputs.fixations_fine,
                 foveation.glimpse_samples,
                 foveation.glimpse_radius,
                 foveation.glimpse_frames,
+                encoded,
             )
-        policy_maps = None
-        if glimpse_draws is not None and foveation.glimpse_policy_vit == "fixed":
-            policy_maps = maps_over_a_fixed_vit(self.accelerator.unwrap_model(model), inputs, outputs.queries)
+            if foveation.glimpse_policy_vit == "fixed":
+                policy_maps = maps_over_a_fixed_vit(unwrapped, inputs, outputs.queries, encoded)
         terms = foveation.terms(outputs, fixation_targets, glimpse_targets, glimpse_draws, policy_maps)
         loss = outputs.loss + foveation.weighted(terms)
         if not torch.isfinite(loss):  # one sync per step: the price of naming the step that went wrong
