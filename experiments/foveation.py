@@ -54,9 +54,13 @@ ABLATIONS = {
 }
 # ... or `clutter-emergent` (no fixation label anywhere), each on --ablation_seeds.
 EMERGENT_ABLATIONS = {
-    "no-vision-pretraining": ["--vision_pretraining_steps", "0"],  # the fresh ViT of the supervised preset
-    "random-queries": ["--fine_queries", "random"],  # the same pretrained ViT, queries nobody chose
+    "static-query-base": ["--static_query_base", "True"],  # planned queries = the static query + the heads' part
+    "no-glimpse-policy": ["--glimpse_samples", "0"],  # soft glimpses only: the answers' own gradient
+    "draws-16": ["--glimpse_samples", "16"],  # twice the hard glimpses drawn per video and step
+    "no-glimpse-location": ["--glimpse_location", "False"],  # frame tokens without where their glimpse looked
+    "random-queries": ["--fine_queries", "random"],  # the fine pass reads with queries nobody chose
     "no-curriculum": ["--curriculum_clips", "0"],
+    "vision-pretraining": ["--vision_pretraining_steps", "500"],  # a label-free masked-patch stage for the ViT first
 }
 COLUMNS = (
     ("steps", "steps", "{:d}"),

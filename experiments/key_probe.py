@@ -5,8 +5,9 @@ For generated clutter clips (a stream no run trains on), the keys of every layer
 centre, in every frame, are classified by the object's colour with a nearest-centroid rule fitted on two thirds of
 the clips and tested on the rest. Chance is one over the number of colours.
 
-    python experiments/key_probe.py --vision_model outputs/clutter-emergent/vision_pretrained
-    python experiments/key_probe.py --fresh --vision_position_init_std 3.0   # a fresh ViT, as the presets draw it
+    python experiments/key_probe.py --vision_model outputs/clutter-emergent/vision_pretrained   # a run trained
+        # with --vision_pretraining_steps 500 (the label-free masked-patch stage)
+    python experiments/key_probe.py --fresh --vision_position_init_std 3.0   # a fresh ViT, as `clutter` draws it
 """
 
 import argparse

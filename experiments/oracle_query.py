@@ -7,8 +7,8 @@ prompt's own word (read here from the clip's ground truth, which names the same 
 object is. The run's own held-out evaluation would need the oracle too, so pass `--eval_videos 0` and read the
 training logs.
 
-    python experiments/oracle_query.py --preset clutter-emergent --vision_pretraining_steps 0 --eval_videos 0 \\
-        --max_steps 1200 --curriculum_clips 7200 --output_dir outputs/oracle-query
+    python experiments/oracle_query.py --preset clutter-emergent --glimpse_samples 0 --glimpse_location False \\
+        --vision_position_init_std 3.0 --static_query_base True --eval_videos 0 --output_dir outputs/oracle-query
 """
 
 import json

@@ -131,16 +131,17 @@ def test_a_pretrained_vit_loads_beside_a_fresh_language_model(tmp_path):
 
 @needs_smollm2
 def test_the_emergent_preset_never_builds_a_fixation_target(tmp_path, monkeypatch):
-    """`--preset clutter-emergent` end to end at tiny size: the pretraining stage, then the main stage from the saved
-    ViT; no step of either builds or reads where the named object is (the fixation targets)."""
+    """`--preset clutter-emergent` end to end at tiny size, with its glimpse draws and the optional label-free
+    pretraining stage on: no step of either stage builds or reads where the named object is (the fixation
+    targets)."""
     from foveated_vlm.training import data_collator
 
     def refuse(*args, **kwargs):
         raise AssertionError("a fixation target was built in training")
 
     monkeypatch.setattr(data_collator, "target_patches", refuse)
-    model_args, _, foveation_args, _ = parse(["--preset", "clutter-emergent"])
-    assert foveation_args.fixation_loss_weight == 0 and model_args.vision_pretraining_steps > 0
+    _, _, foveation_args, _ = parse(["--preset", "clutter-emergent"])
+    assert foveation_args.fixation_loss_weight == 0 and foveation_args.glimpse_samples >= 2
     output = tmp_path / "run"
     flags = ["--preset", "clutter-emergent", "--output_dir", str(output), "--max_steps", "3", "--curriculum_clips", "2"]
     flags += ["--vision_pretraining_steps", "2", "--per_device_train_batch_size", "2", "--eval_videos", "0"]

@@ -7,7 +7,7 @@
   fresh small ViT, on the same synthetic video.
 * `clutter`, `clutter-emergent`, `global-control` — the foveation experiment on CPU (docs/foveation_experiment.md):
   a task where choosing where to look is needed (taught where the named object is, or learning it from the answers
-  alone after a label-free pretraining stage of the ViT), and a control where it cannot help.
+  alone: hard glimpses trained by REINFORCE), and a control where it cannot help.
 * `webvid-reconstruction`, `llava-video-captioning`, `joint` — the seeds' runs on one GPU with the Hub models
   (DINOv3 ViT-S/16 is gated: accept its licence on the Hub first) and SD-VAE targets.
 """
@@ -86,20 +86,22 @@ PRESETS.update(
             "--reconstruction_loss_weight": "0",
             "--max_steps": "2000",
         },
-        # The same task learned with no fixation label in any step of any stage: a ViT pretrained first on the
-        # training frames alone (masked-patch prediction, training/vision_pretraining.py) gives the planned queries
-        # patch keys that tell objects apart, and the answers alone teach the queries which one the prompt names.
+        # The same task learned with no fixation label in any step: hard glimpses drawn from the planned fine maps
+        # are answered by the model, and REINFORCE raises the probability of the places that answered better than
+        # the video's other draws (foveation_losses.glimpse_policy_loss); each frame token also says where its
+        # glimpse looked. docs/foveation_experiment.md has the seeds, the ablations and what failed on the way.
         "clutter-emergent": {
             **_FOVEATION,
             "--output_dir": "outputs/clutter-emergent",
             "--dataset": "clutter",
             "--question": "quadrant",
             "--prompt_query": "True",
-            "--curriculum_clips": "9000",
-            "--vision_pretraining_steps": "500",  # ~1.5 CPU minutes; its L1 is near its floor by 100
-            "--static_query_base": "True",  # planned queries share the static query's "look at an object"
+            "--vision_position_init_std": "0.1",  # small: the glimpse's place comes from its location, not its patches
+            "--glimpse_location": "True",  # a frame token carries where its glimpse looked (the map's centroid)
+            "--glimpse_samples": "8",  # hard glimpses drawn per video each step, trained by their answers
+            "--curriculum_clips": "7200",  # 2400 clips each of 1, 2 and 3 objects: 900 of the 1200 steps
             "--reconstruction_loss_weight": "0",
-            "--max_steps": "2000",
+            "--max_steps": "1200",
         },
         "global-control": {
             **_FOVEATION,
