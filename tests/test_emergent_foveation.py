@@ -163,6 +163,8 @@ def test_the_trainer_adds_and_logs_the_glimpse_search_loss(tmp_path):
         ({"glimpse_radius": -1}, "--glimpse_radius -1 must be"),
         ({"glimpse_frames": "last"}, "--glimpse_frames 'last' is invalid"),
         ({"glimpse_policy_weight": 0.0}, "--glimpse_policy_weight 0.0 is invalid"),
+        ({"glimpse_draw_loss_weight": -1.0}, "--glimpse_draw_loss_weight -1.0 is invalid"),
+        ({"glimpse_sample_temperature": 0.0}, "--glimpse_sample_temperature 0.0 is invalid"),
     ],
 )
 def test_bad_glimpse_settings_name_the_flag(flags, message):
@@ -285,6 +287,34 @@ def test_the_glimpse_policy_raises_the_places_that_answered_better():
     assert equal == 0  # no draw better than another: nothing to learn
 
 
+def test_glimpses_drawn_at_a_temperature_spread_wider_in_the_maps_order():
+    from foveated_vlm.training.foveation_losses import drawing_log_probabilities, glimpse_policy_loss, sampled_glimpses
+
+    maps = torch.tensor([0.7, 0.2, 0.1, 0.0]).view(1, 2, 2)
+    torch.testing.assert_close(drawing_log_probabilities(maps).exp(), maps.flatten(-2))
+    warm = drawing_log_probabilities(maps, 2.0).exp()  # [1, 4]
+    torch.testing.assert_close(warm, maps.flatten(-2).sqrt() / maps.sqrt().sum())
+    assert torch.equal(warm.argsort(), maps.flatten(-2).argsort())  # the map's order of places ...
+    assert warm[0, 0] < maps[0, 0, 0] and warm[0, 2] > maps[0, 1, 0]  # ... with less on its peak
+
+    model, inputs, outputs = located_training_forward(batch=2, frames=3)
+    peaked = torch.full_like(outputs.fixations_fine, 1e-4)  # [B, T, K, gh, gw]
+    peaked[..., 0, 0] = 1 - 1e-4 * (peaked[0, 0, 0].numel() - 1)  # nearly all of each map on patch 0
+    elsewhere = {}
+    for temperature in (1.0, 4.0):
+        torch.manual_seed(0)
+        centres, _ = sampled_glimpses(model, inputs, outputs.queries, peaked, 8, 0, temperature=temperature)
+        elsewhere[temperature] = (centres != 0).float().mean()
+    assert elsewhere[1.0] < 0.05 and elsewhere[4.0] > 0.5  # a warm draw keeps trying other places
+
+    logits = torch.zeros(1, 1, 1, 2, 2, requires_grad=True)
+    centres = torch.tensor([0, 3]).view(2, 1, 1, 1)
+    policy = glimpse_policy_loss(logits.softmax(-1), centres, torch.tensor([[0.2], [1.0]]), temperature=2.0)
+    log_q = drawing_log_probabilities(logits.softmax(-1), 2.0).flatten()  # [4]: what the centres were drawn from
+    advantage = torch.tensor([-0.8, 0.8]) / torch.tensor([-0.8, 0.8]).std()
+    torch.testing.assert_close(policy, (advantage * log_q[[0, 3]]).mean())  # REINFORCE on the warm draws
+
+
 def located_training_forward(batch: int, frames: int):
     """A tiny located-token model in training mode, a caption batch and its forward with the fixation maps."""
     torch.manual_seed(0)
@@ -321,6 +351,27 @@ def test_sampled_glimpses_answer_from_the_patches_drawn_and_leave_the_batch_norm
     drawn = maps.expand(3, *maps.shape).gather(-1, centres.unsqueeze(-1))  # [S, B, T, K, 1]
     assert (drawn > 0).all()  # each centre is a place its map could look
     assert_each_draw_reads_its_windows(model, inputs, outputs, centres, losses)
+
+
+def test_trained_draw_answers_carry_a_gradient_to_the_reader_and_not_to_where_it_looked():
+    from foveated_vlm.training.foveation_losses import sampled_glimpses
+
+    model, inputs, outputs = located_training_forward(batch=2, frames=3)
+    args = (model, inputs, outputs.queries, outputs.fixations_fine)
+    torch.manual_seed(1)
+    centres, plain = sampled_glimpses(*args, samples=3, radius=0)
+    torch.manual_seed(1)
+    same_centres, trained = sampled_glimpses(*args, samples=3, radius=0, answers_train=True)
+    assert not plain.requires_grad and trained.requires_grad
+    assert torch.equal(centres, same_centres)
+    torch.testing.assert_close(trained.detach(), plain)  # the same draws and answers, with a gradient
+    model.zero_grad()
+    trained.mean().backward()
+    base = model.model
+    for reader in (base.language_model.layers[0].mlp.up_proj, base.location_proj, base.foveated_encoder.query_in_proj):
+        assert reader.weight.grad.abs().sum() > 0  # the language model, where the glimpse looked, the query pass
+    assert base.query_head.weight.grad is None  # the planned queries are the policy's: REINFORCE moves them
+    assert base.foveated_encoder.vision_model.embeddings.patch_embeddings.weight.grad is None  # no patch pass
 
 
 def test_one_frame_draws_vary_one_frame_per_video_and_credit_it_alone():
@@ -362,9 +413,11 @@ def test_the_trainer_adds_and_logs_the_glimpse_policy_loss(tmp_path, monkeypatch
 
     drawn_with = []
     draw = trainer_module.sampled_glimpses
-    monkeypatch.setattr(trainer_module, "sampled_glimpses", lambda *a: drawn_with.append(a[6]) or draw(*a))
-    trainer, model, inputs, loss, outputs = one_trainer_step(tmp_path, glimpse_samples=4, glimpse_frames=frames)
-    assert drawn_with == [frames]  # the flag reaches the draws
+    monkeypatch.setattr(trainer_module, "sampled_glimpses", lambda *a: drawn_with.append(a[6::3]) or draw(*a))
+    trainer, model, inputs, loss, outputs = one_trainer_step(
+        tmp_path, glimpse_samples=4, glimpse_frames=frames, glimpse_sample_temperature=1.5
+    )
+    assert drawn_with == [(frames, 1.5)]  # the flags reach the draws
     term = trainer._sums["train"]["glimpse_policy_loss"]
     torch.testing.assert_close(loss.detach(), outputs.loss.detach() + term)  # weight 1
     assert trainer._sums["train"]["glimpse_draw_loss"] > 0
@@ -375,6 +428,21 @@ def test_the_trainer_adds_and_logs_the_glimpse_policy_loss(tmp_path, monkeypatch
     policy.backward()  # the policy's own gradient, alone, reaches the heads that plan the queries
     assert model.model.query_head.weight.grad.abs().sum() > 0
     assert "glimpse_policy_loss" not in evaluated(trainer, model, inputs)  # evaluation is the task's loss alone
+
+
+def test_the_trainer_trains_on_the_drawn_glimpses_answers_at_their_weight(tmp_path):
+    gradients = []
+    for weight in (0.0, 0.5):  # the same seed: the same model, batch and draws
+        trainer, model, inputs, loss, outputs = one_trainer_step(
+            tmp_path, glimpse_samples=4, glimpse_draw_loss_weight=weight
+        )
+        sums = trainer._sums["train"]
+        expected = outputs.loss.detach() + sums["glimpse_policy_loss"] + weight * sums["glimpse_draw_loss"]
+        torch.testing.assert_close(loss.detach(), expected)
+        loss.backward()
+        gradients.append(model.model.vision_to_text.weight.grad)
+    assert not torch.allclose(gradients[0], gradients[1])  # the draws' answers train the frame tokens' reader
+    assert "glimpse_draw_loss" not in evaluated(trainer, model, inputs)
 
 
 def test_a_policy_over_a_fixed_vit_moves_the_queries_and_not_the_vit_directly():

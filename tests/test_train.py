@@ -270,6 +270,7 @@ def test_two_processes_with_gloo(tmp_path):
         ),
         (["--dataset", "clutter", "--fixation_loss_steps", "-2"], "--fixation_loss_steps -2 must be >= 0"),
         (["--dataset", "clutter", "--fixation_loss_steps", "5"], "ends a fixation loss that is off"),
+        (["--glimpse_draw_loss_weight", "1"], "needs --glimpse_samples 2 or more"),
         (
             ["--dataset", "clutter", "--fixation_loss_weight", "1", "--caption_mix", "0.5"],
             "described clips, which name none",

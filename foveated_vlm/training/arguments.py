@@ -164,6 +164,11 @@ def check_arguments(
         )
     if foveation_args.fixation_loss_steps and not foveation_args.fixation_loss_weight:
         raise SystemExit(f"--fixation_loss_steps {foveation_args.fixation_loss_steps} ends a fixation loss that is off")
+    if foveation_args.glimpse_draw_loss_weight and not foveation_args.glimpse_samples:
+        raise SystemExit(
+            f"--glimpse_draw_loss_weight {foveation_args.glimpse_draw_loss_weight} trains on drawn glimpses' answers: "
+            "it needs --glimpse_samples 2 or more"
+        )
     if model_args.vision_pretraining_steps < 0:
         raise SystemExit(f"--vision_pretraining_steps {model_args.vision_pretraining_steps} must be >= 0 (0: off)")
     if model_args.vision_pretraining_steps and (model_args.vision_model or model_args.vision_type != "dinov2"):

@@ -29,6 +29,7 @@ __all__ = [
     "frames_without_gradient",
     "glimpse_policy_loss",
     "glimpse_search_loss",
+    "drawing_log_probabilities",
     "glimpse_windows",
     "maps_over_a_fixed_vit",
     "random_fine_queries",
@@ -127,7 +128,8 @@ def video_losses(
     (`frames_without_gradient`), or its own.
 
     In eval mode: no dropout, and the batch norms read their running statistics instead of adding the copies'
-    (which are not training batches) to them. Call it without gradients (its callers are `torch.no_grad`)."""
+    (which are not training batches) to them. Its callers run it without gradients, except `sampled_glimpses` when
+    the answers of its glimpses are trained."""
     base, was_training = model.model, model.training
     input_ids = inputs["input_ids"].repeat(copies, 1)
     mask = inputs.get("attention_mask")
@@ -156,6 +158,15 @@ def video_losses(
     return token_loss.sum(-1) / supervised.sum(-1).clamp_min(1)  # [copies*B]
 
 
+def drawing_log_probabilities(fixations: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Fixation maps `[..., gh, gw]` -> the log-probabilities `[..., gh*gw]` glimpse centres are drawn with: each
+    map raised to `1 / temperature` and renormalised. Above 1 the draws spread wider than the map (they keep trying
+    other places after the map has settled on one); the order of the places is the map's at any temperature, so
+    what raises a place's drawing probability raises its fixation."""
+    log_maps = fixations.float().flatten(-2).clamp_min(1e-12).log()  # [..., P]
+    return log_maps if temperature == 1 else (log_maps / temperature).log_softmax(-1)
+
+
 def glimpse_windows(centres: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:
     """Flat patch indices `[...]` on a `grid` (gh, gw) -> bool masks `[..., gh, gw]` of the square of patches within
     `radius` of each (clipped at the frame's edges): where a hard glimpse centred there may look. `UNDRAWN` (-1)
@@ -169,7 +180,6 @@ def glimpse_windows(centres: torch.Tensor, grid: tuple[int, int], radius: int) -
     return (near_row.unsqueeze(-1) & near_col.unsqueeze(-2)) | undrawn  # [..., gh, gw]
 
 
-@torch.no_grad()
 def sampled_glimpses(
     model,
     inputs: dict,
@@ -179,24 +189,36 @@ def sampled_glimpses(
     radius: int,
     frames="all",
     encoded: VisionKVCache | None = None,
+    answers_train: bool = False,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard glimpses drawn from the planned fine fixations, and how well each answered.
 
     For each of `samples` copies of the batch, every frame's glimpse centre is drawn from its planned fine map
     `fixations` `[B, T, K, gh, gw]`; the planned queries `planned` `[B, T, K, qd]` then read only the patches within
     `radius` of it (`fine_patch_mask`), and the language model answers from those tokens. One forward of the model
-    (no gradient) over the copies, on one patch pass. Returns the centres `[S, B, T, K]` (flat patch indices) and
-    each copy's per-video caption cross-entropy `[S, B]`, the task's own loss: nothing says where anything is.
+    over the copies, on one patch pass. Returns the centres `[S, B, T, K]` (flat patch indices) and each copy's
+    per-video caption cross-entropy `[S, B]`, the task's own loss: nothing says where anything is.
+
+    No gradient, unless `answers_train`: then the losses carry one to what reads the glimpses (the language model,
+    the frame tokens' projection and location, the queries' pass over the cached keys; not the planned queries, not
+    the patch pass), so the reader learns to answer from hard glimpses, as RAM trains its core network on its
+    sampled glimpses while REINFORCE trains where they go.
 
     `frames="one"`: the draws of a video differ at one frame only, drawn uniformly per video and step; its other
     frames are read as in the forward, softly (their centres `UNDRAWN`), so the draws' differences in answer are
     credited to that frame's choice alone instead of being shared by T independent choices. `encoded`: the batch's
-    `frames_without_gradient`, if already made.
+    `frames_without_gradient`, if already made. `temperature`: the centres are drawn from the maps at it
+    (`drawing_log_probabilities`).
     """
     if frames not in GLIMPSE_FRAMES:
         raise ValueError(f"frames={frames!r} is invalid; expected one of {list(GLIMPSE_FRAMES)}")
+    fixations = fixations.detach()
     batch, grid = planned.shape[0], tuple(fixations.shape[-2:])
-    probabilities = fixations.detach().float().flatten(-2).flatten(0, -2)  # [B*T*K, P]
+    probabilities = fixations.float().flatten(-2)  # [B, T, K, P]: at temperature 1, the maps themselves
+    if temperature != 1:
+        probabilities = drawing_log_probabilities(fixations, temperature).exp()
+    probabilities = probabilities.flatten(0, -2)  # [B*T*K, P]
     centres = torch.multinomial(probabilities, samples, replacement=True)  # [B*T*K, S]
     centres = centres.t().reshape(samples, *fixations.shape[:3])  # [S, B, T, K]
     if frames == "one":
@@ -206,7 +228,8 @@ def sampled_glimpses(
         centres = centres.masked_fill(soft[None, :, :, None], UNDRAWN)
     masks = glimpse_windows(centres, grid, radius).flatten(0, 1)  # [S*B, T, K, gh, gw], copy-major
     queries = planned.detach().repeat(samples, 1, 1, 1)  # [S*B, T, K, qd]
-    video_loss = video_losses(model, inputs, samples, queries, masks, encoded)
+    with torch.set_grad_enabled(answers_train):
+        video_loss = video_losses(model, inputs, samples, queries, masks, encoded)
     return centres, video_loss.view(samples, batch)
 
 
@@ -231,7 +254,9 @@ def maps_over_a_fixed_vit(
     return maps.unflatten(0, queries.shape[:2])
 
 
-def glimpse_policy_loss(fixations: torch.Tensor, centres: torch.Tensor, draw_losses: torch.Tensor) -> torch.Tensor:
+def glimpse_policy_loss(
+    fixations: torch.Tensor, centres: torch.Tensor, draw_losses: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """REINFORCE with a leave-one-out baseline over the sampled glimpses (`sampled_glimpses`).
 
     fixations: the planned fine maps `[B, T, K, gh, gw]`, with their gradient (the policy); centres `[S, B, T, K]`:
@@ -242,10 +267,11 @@ def glimpse_policy_loss(fixations: torch.Tensor, centres: torch.Tensor, draw_los
     The advantages are divided by their spread over the batch (at least 0.01 nats), so the step keeps its size as
     the answers' differences shrink; before that division the estimate is unbiased for the gradient of the expected
     answer loss of hard glimpses, after it only roughly so. The maps' gradient reaches the planned queries and also
-    the ViT's keys, which the static queries share. Needs 2 draws or more.
+    the ViT's keys, which the static queries share. Needs 2 draws or more. `temperature`: the one the centres were
+    drawn at (`sampled_glimpses`).
     """
     samples = centres.shape[0]
-    log_maps = fixations.float().flatten(-2).clamp_min(1e-12).log()  # [B, T, K, P]
+    log_maps = drawing_log_probabilities(fixations, temperature)  # [B, T, K, P]: what the centres were drawn from
     drawn = centres != UNDRAWN  # [S, B, T, K]: glimpses read softly were not drawn and carry no probability
     index = centres.clamp_min(0).unsqueeze(-1)
     chosen = log_maps.unsqueeze(0).expand(samples, *log_maps.shape).gather(-1, index).squeeze(-1)  # [S, B, T, K]
@@ -277,9 +303,11 @@ class FoveationLosses:
     queries are pulled towards the best answer's (`glimpse_search_loss` at `glimpse_search_weight`); no label is
     read. glimpse_samples: hard glimpses drawn per video each step from the planned fine maps (`sampled_glimpses`,
     each reading the patches within `glimpse_radius` of its centre), the maps trained by REINFORCE on their answers
-    (`glimpse_policy_loss` at `glimpse_policy_weight`); no label is read; glimpse_frames "one" varies the draws at
-    one frame per video (`sampled_glimpses`); glimpse_policy_vit "fixed" trains the maps over a ViT held fixed
-    (`maps_over_a_fixed_vit`). fine_queries: "random" is the control.
+    (`glimpse_policy_loss` at `glimpse_policy_weight`; centres drawn at `glimpse_sample_temperature`); no label is
+    read; glimpse_draw_loss_weight > 0 also trains
+    what reads the glimpses on the draws' answers (their mean loss at that weight); glimpse_frames "one" varies the
+    draws at one frame per video (`sampled_glimpses`); glimpse_policy_vit "fixed" trains the maps over a ViT held
+    fixed (`maps_over_a_fixed_vit`). fine_queries: "random" is the control.
     """
 
     fine_queries: str = field(default="predicted", metadata={"help": "'random': the random-query control"})
@@ -311,6 +339,13 @@ class FoveationLosses:
         metadata={"help": "'one': each step's draws of a video differ at one random frame, the rest read softly"},
     )
     glimpse_policy_weight: float = field(default=1.0, metadata={"help": "weight of the glimpse policy loss"})
+    glimpse_sample_temperature: float = field(
+        default=1.0, metadata={"help": "draw glimpse centres from the maps at this temperature (> 1: wider)"}
+    )
+    glimpse_draw_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "train the reader on the drawn glimpses' answers too (their mean loss, this weight)"},
+    )
     glimpse_policy_vit: str = field(
         default="trained",
         metadata={"help": "'fixed': the glimpse policy trains what plans the queries, not the ViT"},
@@ -320,7 +355,12 @@ class FoveationLosses:
         # Messages name the train.py flags: this dataclass is their argument group.
         if self.fine_queries not in FINE_QUERIES:
             raise ValueError(f"--fine_queries {self.fine_queries!r} is invalid; expected one of {list(FINE_QUERIES)}")
-        for name in ("contrastive_loss_weight", "entropy_margin_loss_weight", "fixation_loss_weight"):
+        for name in (
+            "contrastive_loss_weight",
+            "entropy_margin_loss_weight",
+            "fixation_loss_weight",
+            "glimpse_draw_loss_weight",
+        ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"--{name} {getattr(self, name)!r} is invalid; expected a number >= 0")
         if not isinstance(self.fixation_loss_steps, int) or self.fixation_loss_steps < 0:
@@ -342,11 +382,16 @@ class FoveationLosses:
             )
         if not isinstance(self.glimpse_radius, int) or self.glimpse_radius < 0:
             raise ValueError(f"--glimpse_radius {self.glimpse_radius!r} must be an integer >= 0 (0: one patch)")
-        for name in ("glimpse_noise", "glimpse_search_weight", "glimpse_policy_weight"):
+        for name in ("glimpse_noise", "glimpse_search_weight", "glimpse_policy_weight", "glimpse_sample_temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name} {getattr(self, name)!r} is invalid; expected a number > 0")
         if self.glimpse_temperature is not None and not self.glimpse_temperature > 0:
             raise ValueError(f"--glimpse_temperature {self.glimpse_temperature!r} is invalid; expected a number > 0")
+
+    @property
+    def trains_draw_answers(self) -> bool:
+        """Whether the drawn glimpses' answer loss trains the reader (`sampled_glimpses(answers_train=True)`)."""
+        return self.glimpse_samples > 0 and self.glimpse_draw_loss_weight > 0
 
     @property
     def random_queries(self) -> bool:
@@ -397,7 +442,9 @@ class FoveationLosses:
             terms["glimpse_search_loss"] = glimpse_search_loss(outputs.queries, glimpse_targets)
         if glimpse_draws is not None:
             maps = outputs.fixations_fine if policy_maps is None else policy_maps
-            terms["glimpse_policy_loss"] = glimpse_policy_loss(maps, *glimpse_draws)
+            terms["glimpse_policy_loss"] = glimpse_policy_loss(maps, *glimpse_draws, self.glimpse_sample_temperature)
+            if self.trains_draw_answers:
+                terms["glimpse_draw_loss"] = glimpse_draws[1].mean()
         return terms
 
     def weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor | int:
@@ -408,5 +455,6 @@ class FoveationLosses:
             "fixation_loss": self.fixation_loss_weight,
             "glimpse_search_loss": self.glimpse_search_weight,
             "glimpse_policy_loss": self.glimpse_policy_weight,
+            "glimpse_draw_loss": self.glimpse_draw_loss_weight,
         }
         return sum(weights[name] * term for name, term in terms.items())

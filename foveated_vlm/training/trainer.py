@@ -214,6 +214,8 @@ class FoveatedTrainer(Trainer):
                 foveation.glimpse_radius,
                 foveation.glimpse_frames,
                 encoded,
+                foveation.trains_draw_answers,
+                foveation.glimpse_sample_temperature,
             )
             if foveation.glimpse_policy_vit == "fixed":
                 policy_maps = maps_over_a_fixed_vit(unwrapped, inputs, outputs.queries, encoded)
@@ -231,7 +233,7 @@ class FoveatedTrainer(Trainer):
         # Detached tensors, summed on the device: converting to numbers only when logging avoids a sync per step.
         values = {name: getattr(outputs, name) for name in self._PASS_METRICS}
         values.update(terms)
-        if glimpse_draws is not None:
+        if glimpse_draws is not None and "glimpse_draw_loss" not in values:
             values["glimpse_draw_loss"] = glimpse_draws[1].mean()
         for name in ("fine", "coarse"):
             fixations = getattr(outputs, f"fixations_{name}")
