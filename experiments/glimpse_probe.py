@@ -6,7 +6,9 @@ For generated clutter clips with a given number of objects (a stream no run trai
 measured four ways, all through the model's own fine pass with its planned queries: read softly as in evaluation;
 with every frame's glimpse forced onto the patches the named object covers (the generator's ground truth: a
 diagnostic, never a training signal); and as the mean and the best of `--draws` hard glimpses drawn from its maps
-(`sampled_glimpses`, what the glimpse policy trains on).
+(`sampled_glimpses`, what the glimpse policy trains on). And where each pass's maps look (`where_maps_look`):
+their share on the named object, how sharp they are, whether they sit on the same patches in every clip (a
+place rather than a thing), and how much the planned and the static query's maps coincide.
 
     python experiments/glimpse_probe.py --model outputs/clutter-emergent --objects 2
 """
@@ -25,6 +27,7 @@ sys.path.insert(0, ROOT)
 from foveated_vlm import FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor  # noqa: E402
 from foveated_vlm.data.pipeline import build_dataset  # noqa: E402
 from foveated_vlm.data.sample_counts import SAMPLE_COUNTS_KEY  # noqa: E402
+from foveated_vlm.modeling_foveated import fixation_entropy, target_share  # noqa: E402
 from foveated_vlm.training.data_collator import VideoTextCollator  # noqa: E402
 from foveated_vlm.training.foveation_losses import sampled_glimpses, video_losses  # noqa: E402
 
@@ -39,13 +42,30 @@ def clutter_clips(objects: int, clips: int, seed: int, frame_size: int, num_fram
     return list(itertools.islice(staged, 3 * clips))[(objects - 1) * clips : objects * clips]
 
 
+def where_maps_look(fine: torch.Tensor, coarse: torch.Tensor, named: torch.Tensor) -> dict:
+    """Fixation maps of the two passes `[N, T, K, gh, gw]` and the named object's patches `[N, T, gh, gw]` ->
+    for each pass, `on_named_*` (the maps' mean share on the named object), `entropy_*` (mean nats per map) and
+    `place_entropy_*` (nats of the maps averaged over the N clips, frame by frame: near `entropy_*` when every clip's
+    map sits on the same patches whatever they show; ln(gh*gw) when the maps go where the clips differ), and
+    `overlap`, the mean Bhattacharyya coefficient of a clip's fine and coarse maps (1: the same map)."""
+    stats = {}
+    for name, maps in (("fine", fine), ("coarse", coarse)):
+        stats[f"on_named_{name}"] = target_share(maps, named > 0).mean().item()
+        stats[f"entropy_{name}"] = fixation_entropy(maps).mean().item()
+        stats[f"place_entropy_{name}"] = fixation_entropy(maps.mean(0)).mean().item()  # [T, K] maps over clips
+    stats["overlap"] = (fine * coarse).sqrt().flatten(-2).sum(-1).mean().item()
+    return stats
+
+
 @torch.no_grad()
 def glimpse_probe(model, processor, samples, draws: int = 8, radius: int = 1, batch_size: int = 8) -> dict:
-    """Mean answer loss per video: `soft`, `named` (glimpses on the named object), `draws` and `best_draw`."""
+    """Mean answer loss per video: `soft`, `named` (glimpses on the named object), `draws` and `best_draw`; and
+    where the maps look (`where_maps_look`)."""
     grid = model.config.frame_size // model.config.patch_size
     collator = VideoTextCollator(processor, None, fixation_grid=grid)
     model.eval()
     totals = {"soft": [], "named": [], "draws": [], "best_draw": []}
+    maps = {"fine": [], "coarse": [], "named": []}
     for start in range(0, len(samples), batch_size):
         batch = collator(samples[start : start + batch_size])
         batch.pop(SAMPLE_COUNTS_KEY, None)
@@ -59,7 +79,10 @@ def glimpse_probe(model, processor, samples, draws: int = 8, radius: int = 1, ba
         _, drawn = sampled_glimpses(model, batch, planned, outputs.fixations_fine, draws, radius)  # [S, B]
         totals["draws"].append(drawn.mean(0))
         totals["best_draw"].append(drawn.min(0).values)
-    return {name: torch.cat(values).mean().item() for name, values in totals.items()}
+        for name, value in (("fine", outputs.fixations_fine), ("coarse", outputs.fixations_coarse), ("named", named)):
+            maps[name].append(value)
+    losses = {name: torch.cat(values).mean().item() for name, values in totals.items()}
+    return {**losses, **where_maps_look(*(torch.cat(maps[name]) for name in ("fine", "coarse", "named")))}
 
 
 def main(argv=None) -> dict:

@@ -3,6 +3,7 @@ on the static queries as their base, tokens that say where their glimpse looked,
 planned queries towards the perturbed ones that answered best; the experiment script's emergent jobs and the key
 probe."""
 
+import math
 import os
 import sys
 
@@ -474,8 +475,29 @@ def test_the_glimpse_probe_scores_soft_named_and_drawn_glimpses_of_a_saved_model
     for name in ("soft", "named", "draws", "best_draw"):
         assert result[name] > 0 and torch.isfinite(torch.tensor(result[name])), name
     assert result["named"] != result["soft"]  # the forced glimpses read something other than the soft ones
+    for name in ("fine", "coarse"):
+        assert 0 <= result[f"on_named_{name}"] <= 1
+        assert 0 <= result[f"entropy_{name}"] <= result[f"place_entropy_{name}"] <= math.log(16) + 1e-5  # 4 x 4
+    assert 0 < result["overlap"] <= 1 + 1e-6
     two = glimpse_probe.clutter_clips(objects=2, clips=3, seed=1, frame_size=32, num_frames=4)
     assert [len(sample_objects(clip)) for clip in two] == [2, 2, 2]  # the curriculum's two-object stage
+
+
+def test_where_maps_look_tells_a_place_from_a_thing_and_the_passes_apart():
+    from glimpse_probe import where_maps_look
+
+    named = torch.zeros(2, 1, 2, 2)
+    named[0, 0, 0, 0] = named[1, 0, 1, 1] = 1  # the named object: top left in clip 0, bottom right in clip 1
+    on_it = named.unsqueeze(2)  # [N, T, K, gh, gw]: maps wholly on it
+    corner = torch.zeros_like(on_it)
+    corner[..., 0, 1] = 1  # maps on the top right in both clips, whatever is there
+    stats = where_maps_look(on_it, corner, named)
+    assert stats["on_named_fine"] == 1 and stats["on_named_coarse"] == 0
+    assert stats["entropy_fine"] == stats["entropy_coarse"] == 0
+    torch.testing.assert_close(stats["place_entropy_fine"], math.log(2))  # two places: it goes where things are
+    assert stats["place_entropy_coarse"] == 0  # one place in every clip
+    assert stats["overlap"] == 0
+    assert where_maps_look(on_it, on_it, named)["overlap"] == 1
 
 
 def sample_objects(clip):

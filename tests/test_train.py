@@ -151,9 +151,12 @@ def test_position_init_redraws_learned_positions_and_refuses_rope():
     assert 2.7 < positions.std().item() < 3.3
     default = initial_model("--vision_type", "dinov2").foveated_encoder.vision_model.embeddings.position_embeddings
     assert default.std().item() < 0.1
+    none = initial_model("--vision_type", "dinov2", "--vision_position_init_std", "0")
+    positions = none.foveated_encoder.vision_model.embeddings.position_embeddings
+    assert not positions.any() and not positions.requires_grad  # no positions, and none learned
     with pytest.raises(ValueError, match="learned position embeddings"):
         initial_model("--vision_type", "dinov3_vit", "--vision_position_init_std", "3")
-    with pytest.raises(ValueError, match="--vision_position_init_std -1.0 is a standard deviation: it must be > 0"):
+    with pytest.raises(ValueError, match="--vision_position_init_std -1.0 is a standard deviation: it must be >= 0"):
         initial_model("--vision_type", "dinov2", "--vision_position_init_std", "-1")
     with pytest.raises(ValueError, match="--vision_model .facebook/dinov2-small. is pretrained"):
         initial_model("--vision_model", "facebook/dinov2-small", "--vision_position_init_std", "3")

@@ -57,7 +57,10 @@ class ModelArguments:
     )
     vision_position_init_std: float | None = field(
         default=None,
-        metadata={"help": "dinov2: std of a fresh ViT's position embeddings (default: --vision_initializer_range)"},
+        metadata={
+            "help": "dinov2: std of a fresh ViT's position embeddings (default: --vision_initializer_range); "
+            "0: no positions (zeros, never trained)"
+        },
     )
     vision_type: str = field(
         default="dinov3_vit", metadata={"help": "fresh ViT layout: dinov3_vit (RoPE) or dinov2 (learned positions)"}

@@ -63,6 +63,10 @@ def init_position_embeddings(vision_model, std: float):
     direction, and a token pooled that way keeps no trace of where anything is (a linear probe reads the quadrant of
     a lone object from the static query's token at chance; experiments/token_probe.py). Positions that dominate
     the keys make each attention head start as a spatial glimpse, whose token says what lies there.
+
+    `std` 0: no positions at all, the embeddings zero and never trained, so the patches' keys say what is there and
+    nothing of where: a map cannot settle on a place whatever lies there (with `glimpse_location`, a frame token
+    still says where its glimpse looked, from its map).
     """
     embeddings = vision_model.embeddings
     if not hasattr(embeddings, "position_embeddings"):
@@ -72,6 +76,7 @@ def init_position_embeddings(vision_model, std: float):
         )
     with torch.no_grad():
         embeddings.position_embeddings.normal_(mean=0.0, std=std)
+    embeddings.position_embeddings.requires_grad_(std > 0)
 
 
 def fresh_vision_config(model_args: ModelArguments, data_args: DataArguments) -> dict:
@@ -99,8 +104,8 @@ def build_model_and_processor(
 ) -> tuple[FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor]:
     """A fresh or partly pretrained model and its processor, as `train.py`'s arguments describe."""
     position_std = model_args.vision_position_init_std
-    if position_std is not None and not position_std > 0:
-        raise ValueError(f"--vision_position_init_std {position_std} is a standard deviation: it must be > 0")
+    if position_std is not None and not position_std >= 0:
+        raise ValueError(f"--vision_position_init_std {position_std} is a standard deviation: it must be >= 0")
     if position_std is not None and model_args.vision_model:
         raise ValueError(
             f"--vision_position_init_std redraws a fresh ViT's positions; --vision_model {model_args.vision_model!r} "
