@@ -31,18 +31,39 @@ from transformers import set_seed
 
 from foveated_vlm.training.arguments import check_arguments, parse
 from foveated_vlm.training.model_building import build_model_and_processor
+from foveated_vlm.training.restart_check import RESTART_SEED_STRIDE, RestartCheck
 from foveated_vlm.training.run import pretrain_vision_stage, run_training
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Parse (a preset's flags, then `argv`), check, build the model and processor, train; the metrics."""
+    """Parse (a preset's flags, then `argv`), check, build the model and processor, train; the metrics.
+
+    With `--restart_step` a start whose fine pass has not beaten the coarse one by then is stopped and the model
+    built again from other initial weights (`restart_check`), up to `--restarts` times."""
     model_args, data_args, foveation_args, training_args = parse(sys.argv[1:] if argv is None else argv)
     check_arguments(model_args, data_args, foveation_args, training_args)
     set_seed(training_args.seed)
     model_args = pretrain_vision_stage(model_args, data_args, training_args)  # a stage first, when asked
-    set_seed(training_args.seed)
-    model, processor = build_model_and_processor(model_args, data_args)
-    return run_training(model, processor, model_args, data_args, foveation_args, training_args)
+    starts = 1 + (foveation_args.restarts if foveation_args.restart_step else 0)
+    stopped = []
+    for start in range(starts):
+        init_seed = training_args.seed + start * RESTART_SEED_STRIDE  # the first start is the run without restarts
+        set_seed(init_seed)
+        model, processor = build_model_and_processor(model_args, data_args)
+        check = None
+        if foveation_args.restart_step:
+            check = RestartCheck(
+                foveation_args.restart_step,
+                foveation_args.restart_window,
+                foveation_args.restart_margin,
+                init_seed,
+                final=start == starts - 1,
+            )
+        metrics = run_training(model, processor, model_args, data_args, foveation_args, training_args, check, stopped)
+        if metrics is not None:
+            return metrics
+        stopped.append(check.report())
+    raise AssertionError("the last start is never stopped")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ EMERGENT_ABLATIONS = {
     "random-queries": ["--fine_queries", "random"],  # the fine pass reads with queries nobody chose
     "no-curriculum": ["--curriculum_clips", "0"],
     "vision-pretraining": ["--vision_pretraining_steps", "500"],  # a label-free masked-patch stage for the ViT first
+    "no-restarts": ["--restart_step", "0"],  # one start, whether or not it chooses
 }
 COLUMNS = (
     ("steps", "steps", "{:d}"),
@@ -106,16 +107,20 @@ def run(name: str, preset: str, extra: list[str], ablation: bool, args) -> dict:
     return metrics
 
 
+SCHEDULED = ("--curriculum_clips", "--restart_step", "--restart_window")  # a preset's flags counted in steps or clips
+
+
 def shortened(preset: str, steps: int, extra: list[str]) -> list[str]:
     """`extra` for a run of `steps` instead of the preset's `--max_steps`, with its schedule scaled to match: the
-    preset's `--curriculum_clips` (unless `extra` sets its own) and any `--fixation_loss_steps` in `extra`."""
+    preset's `SCHEDULED` flags (unless `extra` sets its own) and any `--fixation_loss_steps` in `extra`."""
     flags, scale = PRESETS[preset], steps / int(PRESETS[preset]["--max_steps"])
     extra = list(extra)
     if "--fixation_loss_steps" in extra:
         index = extra.index("--fixation_loss_steps") + 1
         extra[index] = str(round(int(extra[index]) * scale))
-    if "--curriculum_clips" in flags and "--curriculum_clips" not in extra:
-        extra += ["--curriculum_clips", str(round(int(flags["--curriculum_clips"]) * scale))]
+    for name in SCHEDULED:
+        if name in flags and name not in extra:
+            extra += [name, str(max(1, round(int(flags[name]) * scale)))]
     return extra + ["--max_steps", str(steps)]
 
 

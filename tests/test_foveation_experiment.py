@@ -422,6 +422,10 @@ def test_shortened_runs_keep_the_presets_schedule():
         "400",
     ]
     assert foveation.shortened("global-control", 100, []) == ["--max_steps", "100"]
+    restarted = foveation.shortened("clutter-emergent", 300, [])  # its restart check moves with the stages
+    assert restarted == [
+        *["--curriculum_clips", "1800", "--restart_step", "225", "--restart_window", "75", "--max_steps", "300"]
+    ]
 
 
 def test_results_table_has_the_seed_mean_and_every_run():

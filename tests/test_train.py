@@ -379,3 +379,59 @@ def test_training_on_precomputed_targets_matches_on_the_fly_targets(tmp_path):
     # The stored targets are really read: a run whose frames differ from theirs is refused.
     with pytest.raises(ValueError):
         run(tmp_path, "mismatch", "--precomputed_targets", str(stored), "--frame_size", "64")
+
+
+@needs_smollm2
+def test_a_start_that_has_not_chosen_by_the_restart_step_is_trained_again_from_other_weights(tmp_path):
+    flags = ["--max_steps", "6", "--restart_step", "3", "--restart_window", "3", "--restarts", "2"]
+    output, metrics = run(tmp_path, "restarted", *flags, "--restart_margin", "10")  # no start can beat it
+    starts = metrics["restarts"]
+    assert [start["init_seed"] for start in starts] == [0, 10_000, 20_000]
+    assert [start["rejected"] for start in starts] == [True, True, False]  # the last start runs on
+    assert all(start["step"] == 3 and start["gap"] < 10 for start in starts)
+    assert metrics["steps"] == 6
+    logged = [entry for entry in json.loads((output / "log_history.json").read_text()) if "loss" in entry]
+    assert [entry["step"] for entry in logged] == [1, 2, 3, 4, 5, 6]  # the saved run is the last start alone
+    assert json.loads((output / "metrics.json").read_text())["restarts"] == starts
+
+    _, metrics = run(tmp_path, "kept", *flags, "--restart_margin", "-10")  # the first start beats it
+    assert [(start["init_seed"], start["rejected"]) for start in metrics["restarts"]] == [(0, False)]
+
+
+def test_the_restart_check_averages_the_window_and_stops_only_below_the_margin():
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from foveated_vlm.training.restart_check import RestartCheck
+
+    def checked(margin, final=False):
+        check = RestartCheck(step=4, window=2, margin=margin, init_seed=7, final=final)
+        control = TrainerControl()
+        for step, fine, coarse in [(1, 0.1, 0.9), (2, 0.5, 0.5), (3, 0.40, 0.45), (4, 0.40, 0.43), (5, 0.0, 1.0)]:
+            logs = {"caption_loss_fine": fine, "caption_loss_coarse": coarse}
+            check.on_log(None, SimpleNamespace(global_step=step), control, logs=logs)
+        return check, control
+
+    check, control = checked(margin=0.05)
+    assert check.gap == pytest.approx(0.04)  # steps 3 and 4 only: the window, decided at step 4
+    assert check.rejected and control.should_training_stop
+    assert check.report() == {"init_seed": 7, "step": 4, "gap": check.gap, "rejected": True}
+    check, control = checked(margin=0.03)
+    assert not check.rejected and not control.should_training_stop
+    check, control = checked(margin=0.05, final=True)  # the last start is measured, never stopped
+    assert check.gap == pytest.approx(0.04) and not check.rejected and not control.should_training_stop
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--restart_step", "3"], "must come before the end of the run"),
+        (["--restart_step", "2", "--train_captions", "False"], "compares the passes' caption losses"),
+        (["--restart_step", "2", "--restart_window", "0"], "--restart_window 0 must be"),
+        (["--restart_step", "-1"], "--restart_step -1 must be"),
+    ],
+)
+def test_bad_restart_settings_fail_before_any_work(tmp_path, flags, message):
+    with pytest.raises((SystemExit, ValueError), match=message):
+        train.main(QUICK + ["--output_dir", str(tmp_path / "x"), *flags])

@@ -144,6 +144,7 @@ def test_the_emergent_preset_never_builds_a_fixation_target(tmp_path, monkeypatc
     assert foveation_args.fixation_loss_weight == 0 and foveation_args.glimpse_samples >= 2
     output = tmp_path / "run"
     flags = ["--preset", "clutter-emergent", "--output_dir", str(output), "--max_steps", "3", "--curriculum_clips", "2"]
+    flags += ["--restart_step", "2", "--restart_window", "2"]  # restarts on, on the run's scale
     flags += ["--vision_pretraining_steps", "2", "--per_device_train_batch_size", "2", "--eval_videos", "0"]
     flags += ["--num_frames", "4", "--frame_size", "32", "--vision_layers", "2", "--text_hidden_size", "64"]
     flags += ["--disable_tqdm", "True", "--report_to", "none"]

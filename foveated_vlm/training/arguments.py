@@ -172,6 +172,20 @@ def check_arguments(
             f"--glimpse_draw_loss_weight {foveation_args.glimpse_draw_loss_weight} trains on drawn glimpses' answers: "
             "it needs --glimpse_samples 2 or more"
         )
+    if foveation_args.restart_step and not (data_args.train_captions and model_args.caption_loss_weight > 0):
+        raise SystemExit(
+            f"--restart_step {foveation_args.restart_step} compares the passes' caption losses: it needs captions "
+            "trained (--train_captions True, --caption_loss_weight > 0)"
+        )
+    if (
+        foveation_args.restart_step
+        and training_args.max_steps > 0
+        and foveation_args.restart_step >= training_args.max_steps
+    ):
+        raise SystemExit(
+            f"--restart_step {foveation_args.restart_step} must come before the end of the run "
+            f"(--max_steps {training_args.max_steps})"
+        )
     if model_args.vision_pretraining_steps < 0:
         raise SystemExit(f"--vision_pretraining_steps {model_args.vision_pretraining_steps} must be >= 0 (0: off)")
     if model_args.vision_pretraining_steps and (model_args.vision_model or model_args.vision_type != "dinov2"):

@@ -22,14 +22,14 @@ from ..modeling_foveated import fixation_entropy, mask_positions, target_share
 __all__ = [
     "FINE_QUERIES",
     "FoveationLosses",
-    "contrastive_loss",
-    "entropy_margin_loss",
     "best_glimpses",
+    "contrastive_loss",
+    "drawing_log_probabilities",
+    "entropy_margin_loss",
     "fixation_loss",
     "frames_without_gradient",
     "glimpse_policy_loss",
     "glimpse_search_loss",
-    "drawing_log_probabilities",
     "glimpse_windows",
     "maps_over_a_fixed_vit",
     "random_fine_queries",
@@ -304,10 +304,12 @@ class FoveationLosses:
     read. glimpse_samples: hard glimpses drawn per video each step from the planned fine maps (`sampled_glimpses`,
     each reading the patches within `glimpse_radius` of its centre), the maps trained by REINFORCE on their answers
     (`glimpse_policy_loss` at `glimpse_policy_weight`; centres drawn at `glimpse_sample_temperature`); no label is
-    read; glimpse_draw_loss_weight > 0 also trains
-    what reads the glimpses on the draws' answers (their mean loss at that weight); glimpse_frames "one" varies the
-    draws at one frame per video (`sampled_glimpses`); glimpse_policy_vit "fixed" trains the maps over a ViT held
-    fixed (`maps_over_a_fixed_vit`). fine_queries: "random" is the control.
+    read; glimpse_draw_loss_weight > 0 also trains what reads the glimpses on the draws' answers (their mean loss at
+    that weight); glimpse_frames "one" varies the draws at one frame per video (`sampled_glimpses`);
+    glimpse_policy_vit "fixed" trains the maps over a ViT held fixed (`maps_over_a_fixed_vit`). fine_queries:
+    "random" is the control. restart_step: train.py starts again from other initial weights, up to `restarts`
+    times, when at that step the fine pass's caption loss is not below the coarse one's by `restart_margin` over the
+    last `restart_window` steps of training logs (`restart_check.RestartCheck`).
     """
 
     fine_queries: str = field(default="predicted", metadata={"help": "'random': the random-query control"})
@@ -350,6 +352,15 @@ class FoveationLosses:
         default="trained",
         metadata={"help": "'fixed': the glimpse policy trains what plans the queries, not the ViT"},
     )
+    restart_step: int = field(
+        default=0,
+        metadata={"help": "at this step, start again from other initial weights if fine has not beaten coarse; 0: off"},
+    )
+    restart_window: int = field(default=300, metadata={"help": "steps of training logs the restart check averages"})
+    restart_margin: float = field(
+        default=0.02, metadata={"help": "the coarse - fine caption loss a run needs at --restart_step to go on"}
+    )
+    restarts: int = field(default=2, metadata={"help": "starts from other initial weights at most (the last runs on)"})
 
     def __post_init__(self):
         # Messages name the train.py flags: this dataclass is their argument group.
@@ -387,6 +398,11 @@ class FoveationLosses:
                 raise ValueError(f"--{name} {getattr(self, name)!r} is invalid; expected a number > 0")
         if self.glimpse_temperature is not None and not self.glimpse_temperature > 0:
             raise ValueError(f"--glimpse_temperature {self.glimpse_temperature!r} is invalid; expected a number > 0")
+        for name in ("restart_step", "restarts"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"--{name} {getattr(self, name)!r} must be an integer >= 0")
+        if not isinstance(self.restart_window, int) or self.restart_window < 1:
+            raise ValueError(f"--restart_window {self.restart_window!r} must be an integer >= 1")
 
     @property
     def trains_draw_answers(self) -> bool:

@@ -33,6 +33,7 @@ from .arguments import DataArguments, FoveationArguments, ModelArguments
 from .data_collator import SkippingCollator, VideoTextCollator
 from .finetuning import add_lora, freeze, merge_lora
 from .model_building import fresh_vision_config
+from .restart_check import RestartCheck
 from .trainer import FoveatedTrainer
 from .vision_pretraining import pretrain_vision_encoder
 
@@ -78,10 +79,14 @@ def run_training(
     data_args: DataArguments,
     foveation_args: FoveationArguments,
     training_args: TrainingArguments,
-) -> dict:
+    restart_check: RestartCheck | None = None,
+    restarts: list[dict] | None = None,
+) -> dict | None:
     """Train `model` (as built from `model_args`), save it with `processor` to `--output_dir` and report on it.
 
-    Returns the metrics written to `metrics.json`; an empty dict on every process but the main one."""
+    Returns the metrics written to `metrics.json`; an empty dict on every process but the main one. With a
+    `restart_check` that stops the run, nothing is saved and None is returned: train.py starts again. `restarts`:
+    the starts stopped before this one (`RestartCheck.report`), for metrics.json."""
     freeze(model, vision=model_args.freeze_vision, language_model=model_args.freeze_language_model)
     if model_args.lora_rank:
         add_lora(model, model_args.lora_rank, model_args.lora_alpha, model_args.lora_dropout)
@@ -124,6 +129,7 @@ def run_training(
         processing_class=processor,
         backbone_learning_rate=model_args.backbone_learning_rate,
         foveation=foveation_args,
+        callbacks=[restart_check] if restart_check else None,
     )
     print(startup_summary(model, model_args, data_args, training_args), flush=True)
     start = time.perf_counter()
@@ -135,6 +141,13 @@ def run_training(
         if training_args.dataloader_num_workers:
             message += " (each DataLoader worker logged the skips it met after its last sample)"
         raise NoSamplesError(message)
+    if restart_check and restart_check.rejected:
+        print(
+            f"restart: at step {restart_check.step} the coarse - fine caption loss is {restart_check.gap:.4f}, under "
+            f"--restart_margin {restart_check.margin}; starting again from other initial weights",
+            flush=True,
+        )
+        return None
 
     merge_lora(model)  # export plain weights
     # Model, its code and the processor (every rank takes part); with --push_to_hub nothing is pushed yet.
@@ -158,6 +171,8 @@ def run_training(
             random_fine_queries=foveation_args.random_queries,  # the control is evaluated as it trained
         )
     metrics.update(train_seconds=train_seconds, steps=trainer.state.global_step, preset=model_args.preset)
+    if restart_check:
+        metrics.update(restarts=(restarts or []) + [restart_check.report()])
     metrics.update(training=last_training_window(trainer.state.log_history), data=data_counts.report())
     run_args = {"model": asdict(model_args), "data": asdict(data_args), "foveation": asdict(foveation_args)}
     if not has_held_out:
