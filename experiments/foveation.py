@@ -12,7 +12,8 @@
 
 Runs go `--jobs` at a time (default 2, the machine's two cores), one thread each. A run shortened with `--max_steps`
 keeps the preset's share of curriculum clips (9000 of the 16 000 clips of 2000 steps at batch 8: 1125 steps), so it
-still reaches the full scene, and a fixation loss released at a step is released at the same share of the run.
+still reaches the full scene, and a fixation loss released (or a restart check made) at a step is so at the same
+share of the run.
 Each run is `python train.py --preset ...` in its own process, evaluated afterwards with `foveated-vlm evaluate` on
 clips from `--eval_seed`, a stream no training run reads (training reads the stream of its `--seed`, and train.py's
 own held-out stream is seed + 1). Results land in
@@ -61,7 +62,8 @@ EMERGENT_ABLATIONS = {
     "random-queries": ["--fine_queries", "random"],  # the fine pass reads with queries nobody chose
     "no-curriculum": ["--curriculum_clips", "0"],
     "vision-pretraining": ["--vision_pretraining_steps", "500"],  # a label-free masked-patch stage for the ViT first
-    "no-restarts": ["--restart_step", "0"],  # one start, whether or not it chooses
+    # a start that has not chosen by the end of the three-object stage is begun again, twice at most
+    "restarts": ["--restart_step", "900", "--restart_window", "300"],
 }
 COLUMNS = (
     ("steps", "steps", "{:d}"),
@@ -107,19 +109,20 @@ def run(name: str, preset: str, extra: list[str], ablation: bool, args) -> dict:
     return metrics
 
 
-SCHEDULED = ("--curriculum_clips", "--restart_step", "--restart_window")  # a preset's flags counted in steps or clips
+# Flags counted in steps or clips: scaled with a shortened run, whether an ablation or the preset sets them.
+SCHEDULED = ("--curriculum_clips", "--fixation_loss_steps", "--restart_step", "--restart_window")
 
 
 def shortened(preset: str, steps: int, extra: list[str]) -> list[str]:
     """`extra` for a run of `steps` instead of the preset's `--max_steps`, with its schedule scaled to match: the
-    preset's `SCHEDULED` flags (unless `extra` sets its own) and any `--fixation_loss_steps` in `extra`."""
+    `SCHEDULED` flags `extra` sets, and the preset's own that `extra` does not."""
     flags, scale = PRESETS[preset], steps / int(PRESETS[preset]["--max_steps"])
     extra = list(extra)
-    if "--fixation_loss_steps" in extra:
-        index = extra.index("--fixation_loss_steps") + 1
-        extra[index] = str(round(int(extra[index]) * scale))
     for name in SCHEDULED:
-        if name in flags and name not in extra:
+        if name in extra:
+            index = extra.index(name) + 1
+            extra[index] = str(round(int(extra[index]) * scale))
+        elif name in flags:
             extra += [name, str(max(1, round(int(flags[name]) * scale)))]
     return extra + ["--max_steps", str(steps)]
 

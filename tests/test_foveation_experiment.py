@@ -422,9 +422,9 @@ def test_shortened_runs_keep_the_presets_schedule():
         "400",
     ]
     assert foveation.shortened("global-control", 100, []) == ["--max_steps", "100"]
-    restarted = foveation.shortened("clutter-emergent", 300, [])  # its restart check moves with the stages
+    restarted = foveation.shortened("clutter-emergent", 300, foveation.EMERGENT_ABLATIONS["restarts"])
     assert restarted == [
-        *["--curriculum_clips", "1800", "--restart_step", "225", "--restart_window", "75", "--max_steps", "300"]
+        *["--restart_step", "225", "--restart_window", "75", "--curriculum_clips", "1800", "--max_steps", "300"]
     ]
 
 

@@ -89,8 +89,9 @@ PRESETS.update(
         # The same task learned with no fixation label in any step: hard glimpses drawn from the planned fine maps
         # are answered by the model, and REINFORCE raises the probability of the places that answered better than
         # the video's other draws (foveation_losses.glimpse_policy_loss); each frame token also says where its
-        # glimpse looked; a start that has not chosen by step 900 is begun again (restart_check).
-        # docs/foveation_experiment.md has the seeds, the ablations and what failed on the way.
+        # glimpse looked. docs/foveation_experiment.md has the seeds, the ablations and what failed on the way
+        # (among them restarts of a start that has not chosen by step 900: `--restart_step 900`, the `restarts`
+        # ablation).
         "clutter-emergent": {
             **_FOVEATION,
             "--output_dir": "outputs/clutter-emergent",
@@ -101,12 +102,6 @@ PRESETS.update(
             "--glimpse_location": "True",  # a frame token carries where its glimpse looked (the map's centroid)
             "--glimpse_samples": "8",  # hard glimpses drawn per video each step, trained by their answers
             "--curriculum_clips": "7200",  # 2400 clips each of 1, 2 and 3 objects: 900 of the 1200 steps
-            # At the end of the three-object stage, a start whose fine pass does not answer better than the coarse
-            # one (by 0.02 nats a token over the stage's logs) starts again from other weights, twice at most.
-            "--restart_step": "900",
-            "--restart_window": "300",
-            "--restart_margin": "0.02",
-            "--restarts": "2",
             "--reconstruction_loss_weight": "0",
             "--max_steps": "1200",
         },
