@@ -8,7 +8,9 @@ with every frame's glimpse forced onto the patches the named object covers (the 
 diagnostic, never a training signal); and as the mean and the best of `--draws` hard glimpses drawn from its maps
 (`sampled_glimpses`, what the glimpse policy trains on). And where each pass's maps look (`where_maps_look`):
 their share on the named object, how sharp they are, whether they sit on the same patches in every clip (a
-place rather than a thing), and how much the planned and the static query's maps coincide.
+place rather than a thing), and how much the planned and the static query's maps coincide. And whether the planned
+queries carry the named colour at all (`named_colour_from_queries`: a softmax regression's held-out accuracy,
+`token_probe.probe_accuracy`, on the queries averaged over frames; chance is `colour_chance`).
 
     python experiments/glimpse_probe.py --model outputs/clutter-emergent --objects 2
 """
@@ -23,6 +25,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from token_probe import probe_accuracy  # noqa: E402
 
 from foveated_vlm import FoveatedVLMForConditionalGeneration, FoveatedVLMProcessor  # noqa: E402
 from foveated_vlm.data.pipeline import build_dataset  # noqa: E402
@@ -59,13 +63,14 @@ def where_maps_look(fine: torch.Tensor, coarse: torch.Tensor, named: torch.Tenso
 
 @torch.no_grad()
 def glimpse_probe(model, processor, samples, draws: int = 8, radius: int = 1, batch_size: int = 8) -> dict:
-    """Mean answer loss per video: `soft`, `named` (glimpses on the named object), `draws` and `best_draw`; and
-    where the maps look (`where_maps_look`)."""
+    """Mean answer loss per video: `soft`, `named` (glimpses on the named object), `draws` and `best_draw`; where
+    the maps look (`where_maps_look`); and how well the named colour reads from the planned queries."""
     grid = model.config.frame_size // model.config.patch_size
     collator = VideoTextCollator(processor, None, fixation_grid=grid)
     model.eval()
     totals = {"soft": [], "named": [], "draws": [], "best_draw": []}
     maps = {"fine": [], "coarse": [], "named": []}
+    queries = []
     for start in range(0, len(samples), batch_size):
         batch = collator(samples[start : start + batch_size])
         batch.pop(SAMPLE_COUNTS_KEY, None)
@@ -81,8 +86,22 @@ def glimpse_probe(model, processor, samples, draws: int = 8, radius: int = 1, ba
         totals["best_draw"].append(drawn.min(0).values)
         for name, value in (("fine", outputs.fixations_fine), ("coarse", outputs.fixations_coarse), ("named", named)):
             maps[name].append(value)
+        queries.append(planned.mean((1, 2)))  # [B, qd]
     losses = {name: torch.cat(values).mean().item() for name, values in totals.items()}
-    return {**losses, **where_maps_look(*(torch.cat(maps[name]) for name in ("fine", "coarse", "named")))}
+    looks = where_maps_look(*(torch.cat(maps[name]) for name in ("fine", "coarse", "named")))
+    colours = [named_colour(sample) for sample in samples]
+    palette = sorted(set(colours))
+    labels = torch.tensor([palette.index(colour) for colour in colours])
+    with torch.enable_grad():  # the regression is fitted here
+        readout = probe_accuracy(torch.cat(queries), labels)
+    return {**losses, **looks, "named_colour_from_queries": readout, "colour_chance": 1 / len(palette)}
+
+
+def named_colour(sample: dict) -> str:
+    """The colour of the object a clutter clip's prompt names (its ground truth)."""
+    truth = sample["ground_truth"]
+    truth = json.loads(truth) if isinstance(truth, str) else truth
+    return truth["objects"][truth["target"]]["colour"]
 
 
 def main(argv=None) -> dict:

@@ -479,6 +479,7 @@ def test_the_glimpse_probe_scores_soft_named_and_drawn_glimpses_of_a_saved_model
         assert 0 <= result[f"on_named_{name}"] <= 1
         assert 0 <= result[f"entropy_{name}"] <= result[f"place_entropy_{name}"] <= math.log(16) + 1e-5  # 4 x 4
     assert 0 < result["overlap"] <= 1 + 1e-6
+    assert 0 <= result["named_colour_from_queries"] <= 1 and 0 < result["colour_chance"] <= 1
     two = glimpse_probe.clutter_clips(objects=2, clips=3, seed=1, frame_size=32, num_frames=4)
     assert [len(sample_objects(clip)) for clip in two] == [2, 2, 2]  # the curriculum's two-object stage
 
