@@ -24,7 +24,7 @@ RESTART_SEED_STRIDE = 10_000  # start k's initial weights are drawn with seed + 
 class RestartCheck(TrainerCallback):
     """At the first training log at or past optimizer step `step`, the mean of `caption_loss_coarse -
     caption_loss_fine` over the training logs of the last `window` steps (averaged over processes) is the run's
-    `gap`; under `margin` the run is stopped there (`rejected`) unless `final`. `step` 0: never checks.
+    `gap`; under `margin` the run is stopped there (`rejected`) unless `final`.
     `init_seed`: the seed this start's initial weights were drawn with (reported)."""
 
     step: int
@@ -38,7 +38,7 @@ class RestartCheck(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # Logs come after the step's own callbacks, so the decision is taken at the first log at or past `step`.
-        if not self.step or self.gap is not None:
+        if self.gap is not None:  # decided
             return
         logs = logs or {}
         if (
